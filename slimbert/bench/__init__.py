@@ -1,0 +1,1 @@
+"""Benchmarks: latency, accuracy and size of every artifact, measured the same way."""

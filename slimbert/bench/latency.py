@@ -1,0 +1,55 @@
+"""Latency of a session on a fixed batch: warm-up, then timed runs until a budget."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimbert.runtimes import Session
+
+
+@dataclass
+class LatencyStats:
+    batch_size: int
+    seq_len: int
+    iterations: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    throughput: float  # examples per second at p50
+
+    @classmethod
+    def from_times(cls, times_s: list[float], batch_size: int, seq_len: int) -> LatencyStats:
+        ms = np.asarray(times_s) * 1e3
+        p50 = float(np.percentile(ms, 50))
+        return cls(batch_size, seq_len, len(ms), p50, float(np.percentile(ms, 90)),
+                   float(np.percentile(ms, 99)), float(ms.mean()), batch_size / (p50 / 1e3))
+
+
+def synthetic_batch(batch_size: int, seq_len: int, vocab_size: int, input_names: tuple[str, ...],
+                    seed: int = 0) -> dict[str, np.ndarray]:
+    """Full-length inputs (no padding): the standard fixed-shape latency workload."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, max(1001, vocab_size - 1), size=(batch_size, seq_len), dtype=np.int64)
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    if "token_type_ids" in input_names:
+        batch["token_type_ids"] = np.zeros_like(ids)
+    return {k: v for k, v in batch.items() if k in input_names}
+
+
+def measure_latency(session: Session, batch: dict[str, np.ndarray], *, warmup: int = 3,
+                    min_iters: int = 10, max_iters: int = 200, budget_s: float = 3.0) -> LatencyStats:
+    """Time ``session.run(batch)`` at least ``min_iters`` times and until ``budget_s``."""
+    for _ in range(warmup):
+        session.run(batch)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        session.run(batch)
+        times.append(time.perf_counter() - t0)
+    batch_size, seq_len = next(iter(batch.values())).shape
+    return LatencyStats.from_times(times, batch_size, seq_len)

@@ -1,0 +1,78 @@
+"""Bench results as JSON, a Markdown table and a latency-vs-accuracy plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def markdown_table(rows: list[dict[str, Any]], batch_sizes: list[int], seq_len: int) -> str:
+    head = ["artifact", "target", "accuracy", "macro-F1", "vs ref"]
+    for b in batch_sizes:
+        head += [f"p50 ms b{b}", f"p90 ms b{b}"]
+    head += [f"throughput/s b{max(batch_sizes)}", "size MB", "speed-up b1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        acc = row.get("accuracy") or {}
+        cells = [row["artifact"], row["target"], _fmt(acc.get("accuracy"), ".2%"),
+                 _fmt(acc.get("macro_f1"), ".4f"), _fmt(row.get("retention"), ".2%")]
+        lat = {s["batch_size"]: s for s in row.get("latency", [])}
+        for b in batch_sizes:
+            cells += [_fmt(lat.get(b, {}).get("p50_ms"), ".2f"), _fmt(lat.get(b, {}).get("p90_ms"), ".2f")]
+        cells += [_fmt(lat.get(max(batch_sizes), {}).get("throughput"), ".0f"),
+                  _fmt(row.get("size_mb"), ".1f"), _fmt(row.get("speedup_b1"), ".2f") + "x"
+                  if row.get("speedup_b1") else "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Latency on full-length inputs of {seq_len} tokens; accuracy on the real "
+                 "evaluation split through the same runtime; 'vs ref' is accuracy relative to "
+                 "the reference row; speed-up is p50 at batch 1 relative to it.")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    cfg = report["config"]
+    env = report["environment"]
+    out = [f"# slimbert benchmark: {report['name']}", "",
+           f"Dataset {report['dataset']['source']!s}, split `{cfg['split']}` "
+           f"({report['dataset']['examples']} examples). Machine: {env['cpu']}, "
+           f"{env['threads']} threads. Reference row: `{report['reference']}`.", "",
+           markdown_table(report["rows"], cfg["batch_sizes"], cfg["seq_len"])]
+    if report.get("unavailable"):
+        out += ["", "Targets not measured here:", ""]
+        out += [f"- `{t['artifact']}` on `{t['target']}`: {t['reason']}" for t in report["unavailable"]]
+    return "\n".join(out) + "\n"
+
+
+def pareto_plot(rows: list[dict[str, Any]], path: Path, batch_size: int = 1) -> Path | None:
+    """Latency (x, log) against accuracy (y), one point per artifact/target."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    for row in rows:
+        lat = {s["batch_size"]: s for s in row.get("latency", [])}
+        if batch_size in lat and row.get("accuracy"):
+            points.append((lat[batch_size]["p50_ms"], row["accuracy"]["accuracy"] * 100,
+                           f"{row['artifact']} ({row['target']})"))
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for x, y, label in points:
+        ax.scatter(x, y, s=40)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, batch {batch_size} (ms, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Latency vs accuracy: lower-right is worse, upper-left is better")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

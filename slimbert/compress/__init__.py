@@ -1,0 +1,1 @@
+"""Compression stages on the PyTorch side: fine-tuning, distillation."""

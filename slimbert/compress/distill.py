@@ -1,0 +1,160 @@
+"""Knowledge distillation into a DistilBERT-style student.
+
+The student keeps every other teacher layer (or a chosen list) and learns from a mix of
+soft targets (KL at temperature T, scaled by T^2 as in Hinton et al.), the hard labels,
+and optionally the teacher's hidden states (cosine, as DistilBERT). Teacher logits are
+computed once and cached in the stage's work folder: with them, a logit-only epoch costs
+the student's forward/backward alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slimbert.compress.student import LayerChoice, build_student, find_layers, resolve_layers
+from slimbert.compress.trainer import TrainConfig, evaluate, label_tensor, predict_logits, train
+from slimbert.data import TextClassificationData, encode_split
+from slimbert.errors import ModelError
+from slimbert.models import has_classification_head, load_classifier, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """Student shape and loss weights (defaults: the DistilBERT recipe on logits)."""
+
+    layers: LayerChoice = "every-other"
+    temperature: float = 2.0
+    alpha_kd: float = 0.7
+    alpha_ce: float = 0.3
+    alpha_hidden: float = 0.0
+    epochs: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        weights = (self.alpha_kd, self.alpha_ce, self.alpha_hidden)
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(
+                f"loss weights alpha_kd={self.alpha_kd}, alpha_ce={self.alpha_ce}, "
+                f"alpha_hidden={self.alpha_hidden} must be >= 0 and not all 0"
+            )
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) on temperature-softened distributions, times T^2."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=-1),
+        F.log_softmax(teacher_logits / t, dim=-1),
+        log_target=True,
+        reduction="batchmean",
+    ) * (t * t)
+
+
+def hidden_cosine_loss(student_hidden, teacher_hidden, mapping: list[int], mask: torch.Tensor) -> torch.Tensor:
+    """Mean (1 - cosine) between student layer i and teacher layer mapping[i], on real tokens."""
+    keep = mask.bool()
+    losses = []
+    for s_idx, t_idx in enumerate(mapping):
+        s = student_hidden[s_idx][keep]
+        t = teacher_hidden[t_idx][keep]
+        losses.append(1 - F.cosine_similarity(s, t, dim=-1).mean())
+    return torch.stack(losses).mean()
+
+
+def _cached_teacher_logits(teacher, enc, work_dir: Path, progress: bool) -> np.ndarray:
+    path = work_dir / "teacher_logits.npy"
+    if path.is_file():
+        return np.load(path)
+    logits = predict_logits(teacher, enc, desc="teacher logits", progress=progress)
+    tmp = work_dir / ".teacher_logits.tmp.npy"
+    np.save(tmp, logits)
+    os.replace(tmp, path)
+    return logits
+
+
+def distill(
+    teacher_dir: Path,
+    data: TextClassificationData,
+    cfg: DistillConfig,
+    out_dir: Path,
+    work_dir: Path,
+    *,
+    max_length: int,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Distil the classifier in ``teacher_dir`` into a student saved to ``out_dir``."""
+    if not has_classification_head(teacher_dir):
+        raise ModelError(
+            f"the teacher {teacher_dir} has no sequence-classification head, so it has no "
+            "predictions to distil.",
+            hint="fine-tune it first: put a `finetune` stage before `distill` in the recipe "
+            "(or `slimbert compress --stage finetune`).",
+        )
+    tokenizer = load_tokenizer(teacher_dir)
+    teacher = load_classifier(teacher_dir).eval()
+    if teacher.config.num_labels != data.num_labels:
+        raise ModelError(
+            f"the teacher in {teacher_dir} predicts {teacher.config.num_labels} classes but "
+            f"the dataset has {data.num_labels} ({', '.join(data.label_names)}).",
+            hint="distil with the dataset the teacher was fine-tuned on.",
+        )
+    depth = len(find_layers(teacher)[2])
+    layers = resolve_layers(cfg.layers, depth)
+    torch.manual_seed(seed)
+    student = build_student(teacher, layers)
+    enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    teacher_logits = torch.from_numpy(_cached_teacher_logits(teacher, enc["train"], work_dir, progress))
+    labels = enc["train"].labels
+    # hidden_states[0] is the embedding output; teacher layer i's output is index i + 1
+    mapping = [0] + [i + 1 for i in layers]
+
+    def loss_fn(model, batch, index):
+        out = model(**batch, output_hidden_states=cfg.alpha_hidden > 0)
+        loss = torch.zeros((), dtype=out.logits.dtype)
+        if cfg.alpha_kd:
+            loss = loss + cfg.alpha_kd * kd_loss(out.logits, teacher_logits[index], cfg.temperature)
+        if cfg.alpha_ce:
+            loss = loss + cfg.alpha_ce * F.cross_entropy(out.logits, label_tensor(labels, index))
+        if cfg.alpha_hidden:
+            with torch.no_grad():
+                t_hidden = teacher(**batch, output_hidden_states=True).hidden_states
+            loss = loss + cfg.alpha_hidden * hidden_cosine_loss(
+                out.hidden_states, t_hidden, mapping, batch["attention_mask"])
+        return loss
+
+    start = time.perf_counter()
+    result = train(student, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn,
+                   work_dir, seed, desc=f"distill {len(layers)}L", progress=progress)
+    train_s = time.perf_counter() - start
+    test = evaluate(student, enc["test"], data.num_labels)
+    teacher_test = evaluate(teacher, enc["test"], data.num_labels)
+    student.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "test": test,
+        "dev": result.best_dev,
+        "teacher_test": teacher_test,
+        "retention": test["accuracy"] / teacher_test["accuracy"],
+        "teacher_layers": layers,
+        "params": sum(p.numel() for p in student.parameters()),
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "train_seconds": round(train_s, 1),
+        "steps": result.steps,
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+    }

@@ -1,0 +1,71 @@
+"""Build a shallower student by copying layers out of a teacher.
+
+Works for any transformers encoder whose layers sit in one ModuleList (BERT, RoBERTa,
+ELECTRA, MPNet: ``encoder.layer``; DistilBERT: ``transformer.layer``), found on the
+model's base model rather than by class, so new BERT-family models work unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+from torch import nn
+
+from slimbert.errors import ModelError
+
+_LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
+_DEPTH_KEYS = ("num_hidden_layers", "n_layers")
+
+LayerChoice = list[int] | Literal["every-other"]
+
+
+def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
+    """(parent module, attribute name, layer list) of the encoder's stack."""
+    base = getattr(model, "base_model", model)
+    for path in _LAYER_PATHS:
+        *parents, attr = path.split(".")
+        owner = base
+        for part in parents:
+            owner = getattr(owner, part, None)
+        stack = getattr(owner, attr, None) if owner is not None else None
+        if isinstance(stack, nn.ModuleList):
+            return owner, attr, stack
+    raise ModelError(
+        f"cannot find the encoder layers of {type(model).__name__} "
+        f"(looked for {', '.join(_LAYER_PATHS)}).",
+        hint="slimbert supports BERT-family encoders whose layers form one ModuleList.",
+    )
+
+
+def resolve_layers(choice: LayerChoice, depth: int) -> list[int]:
+    """Teacher layer indices the student keeps."""
+    if choice == "every-other":
+        return list(range(0, depth, 2))
+    layers = list(choice)
+    if not layers:
+        raise ModelError("the student's layer list is empty.", hint="keep at least one layer.")
+    bad = [i for i in layers if not 0 <= i < depth]
+    if bad:
+        raise ModelError(
+            f"student layers {bad} are out of range for a teacher with {depth} layers "
+            f"(valid: 0..{depth - 1}).",
+            hint="pick indices of existing teacher layers.",
+        )
+    if sorted(set(layers)) != layers:
+        raise ModelError(
+            f"student layers {layers} must be distinct and increasing.",
+            hint=f"e.g. {sorted(set(layers))}.",
+        )
+    return layers
+
+
+def build_student(teacher: nn.Module, layers: list[int]) -> nn.Module:
+    """A copy of ``teacher`` that keeps only ``layers`` (plus embeddings and head)."""
+    student = copy.deepcopy(teacher)
+    parent, attr, stack = find_layers(student)
+    setattr(parent, attr, nn.ModuleList([stack[i] for i in layers]))
+    for key in _DEPTH_KEYS:
+        if hasattr(student.config, key):
+            setattr(student.config, key, len(layers))
+    return student

@@ -1,0 +1,1 @@
+"""Exporters: PyTorch classifier folders to ONNX, and ONNX graph quantization."""

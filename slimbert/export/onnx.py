@@ -1,0 +1,156 @@
+"""Export a classifier to ONNX, fuse it for ONNX Runtime, and prove it matches PyTorch.
+
+The exported folder is Hugging Face compatible: ``model.onnx`` beside ``config.json``
+and the tokenizer, which is what optimum's ORTModelForSequenceClassification loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from slimbert.errors import ExportError
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spm.model")
+# ORT's transformer optimizer knows these encoder graph shapes; others export unfused.
+_ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert",
+                    "camembert": "bert", "distilbert": "bert", "mpnet": "bert"}
+
+
+@dataclass
+class OnnxExportConfig:
+    """How to export: opset, exporter, graph fusion and the validation tolerance."""
+
+    opset: int = 17
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    optimize: bool = True  # ORT transformer fusions (attention, skip-layernorm, gelu, ...)
+    atol: float = 1e-3  # largest logit difference from PyTorch that passes validation
+    validate_examples: int = 512
+
+    def __post_init__(self) -> None:
+        if not 14 <= self.opset <= 21:
+            raise ValueError(f"opset must be in 14..21, got {self.opset}")
+        if self.atol <= 0:
+            raise ValueError(f"atol must be > 0, got {self.atol}")
+
+
+def copy_model_metadata(src: Path, dest: Path) -> None:
+    """config.json and tokenizer files: what runtimes and HF loaders need beside a graph."""
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (src / name).is_file():
+            shutil.copy2(src / name, dest / name)
+
+
+def _example_inputs(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    ids = torch.randint(1000, 2000, (2, 16), dtype=torch.long)
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if "token_type_ids" in names:
+        inputs["token_type_ids"] = torch.zeros_like(ids)
+    return inputs
+
+
+def _torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig) -> None:
+    inputs = _example_inputs(names)
+    args = tuple(inputs[n] for n in names)
+    kwargs = dict(input_names=list(names), output_names=["logits"], opset_version=cfg.opset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if cfg.exporter == "dynamo":
+            batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+            shapes = {n: {0: batch, 1: seq} for n in names}
+            torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
+                              external_data=False, **kwargs)
+        else:
+            axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+            torch.onnx.export(model, args, str(path), dynamo=False, dynamic_axes=axes,
+                              do_constant_folding=True, **kwargs)
+
+
+def fuse_for_ort(path: Path, config) -> dict[str, int]:
+    """Apply ORT's transformer fusions in place; returns the fused-operator counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    model_type = _ORT_MODEL_TYPES.get(config.model_type)
+    if model_type is None:
+        log.warning("no ORT fusion rules for model type %r; keeping the graph unfused",
+                    config.model_type)
+        return {}
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+    optimized = optimize_model(str(path), model_type=model_type, num_heads=heads, hidden_size=hidden)
+    counts = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
+    optimized.save_model_to_file(str(path))
+    return counts
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
+    return {
+        "max_abs_diff": float(np.abs(reference - candidate).max()),
+        "agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
+    }
+
+
+def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validation) -> dict[str, Any]:
+    """Export the classifier in ``model_dir`` to ``out_dir/model.onnx``.
+
+    ``validation`` is an EncodedSplit of real examples; the export fails with an
+    ExportError if ONNX Runtime's logits on them differ from PyTorch's by more than atol.
+    """
+    from slimbert.compress.trainer import predict_logits
+    from slimbert.models import load_classifier
+    from slimbert.runtimes import get_runtime
+
+    model = load_classifier(model_dir).eval()
+    model.config.return_dict = True
+    path = out_dir / ONNX_FILE
+    try:
+        _torch_export(model, validation.input_names, path, cfg)
+    except Exception as exc:
+        raise ExportError(
+            f"torch.onnx.export ({cfg.exporter}) failed for {model_dir}: "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="try the other exporter (exporter: dynamo / torchscript) or another opset.",
+        ) from exc
+    fusions = fuse_for_ort(path, model.config) if cfg.optimize else {}
+    copy_model_metadata(model_dir, out_dir)
+
+    subset = _subset(validation, cfg.validate_examples)
+    reference = predict_logits(model, subset)
+    session = get_runtime("ort-cpu").load(out_dir)
+    candidate = session.predict(subset)
+    check = compare_logits(reference, candidate)
+    if check["max_abs_diff"] > cfg.atol:
+        raise ExportError(
+            f"the ONNX export of {model_dir} disagrees with PyTorch: max |logit diff| "
+            f"{check['max_abs_diff']:.2e} > atol {cfg.atol:g} "
+            f"(prediction agreement {check['agreement']:.2%}).",
+            hint="export without fusion (optimize: false) to see whether a fusion caused "
+            "it, or try the other exporter.",
+        )
+    log.info("ONNX export validated on %d examples: %s", len(subset), check)
+    return {"validation": {**check, "examples": len(subset)}, "fusions": fusions,
+            "opset": cfg.opset, "exporter": cfg.exporter}
+
+
+def _subset(enc, n: int):
+    from dataclasses import replace
+
+    if len(enc) <= n:
+        return enc
+    return replace(
+        enc,
+        input_ids=enc.input_ids[:n],
+        token_type_ids=enc.token_type_ids[:n] if enc.token_type_ids else None,
+        labels=enc.labels[:n],
+    )

@@ -1,0 +1,209 @@
+"""Run a recipe: resolve each stage's input, reuse finished stages, write artifacts.
+
+A stage is skipped when its folder holds a manifest whose ``inputs_hash`` equals the hash
+of everything the stage would read now (its config, its input's content, the dataset's
+content, the seed). Interrupted training resumes from the checkpoint in ``.work/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from slimbert.artifacts import (
+    FORMAT_VERSION,
+    Artifact,
+    Manifest,
+    artifact_writer,
+    finish_artifact,
+    read_artifact,
+    sha256_json,
+    write_json_atomic,
+)
+from slimbert.bench.run import BenchEntry
+from slimbert.data import TextClassificationData, load_dataset
+from slimbert.errors import RecipeError
+from slimbert.models import model_fingerprint, resolve_model
+from slimbert.recipe import Recipe, StageSpec
+from slimbert.schema import to_dict
+from slimbert.stages import MODEL_KINDS, STAGES, StageContext, StageInput, detect_kind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    type: str
+    status: str  # "ran" or "reused"
+    seconds: float
+    artifact: Artifact
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    stages: list[StageOutcome] = field(default_factory=list)
+
+    def artifact(self, name: str) -> Artifact:
+        return next(s.artifact for s in self.stages if s.name == name)
+
+    @property
+    def report_path(self) -> Path | None:
+        reports = [s for s in self.stages if s.artifact.kind == "report"]
+        return reports[-1].artifact.path / "report.md" if reports else None
+
+
+class _Run:
+    """State of one recipe run: the data and base model, loaded on first use."""
+
+    def __init__(self, recipe: Recipe, out_dir: Path, progress: bool):
+        self.recipe = recipe
+        self.out_dir = out_dir
+        self.progress = progress
+        self._data: TextClassificationData | None = None
+        self._model: StageInput | None = None
+        self.done: dict[str, StageInput] = {}
+
+    @property
+    def data(self) -> TextClassificationData:
+        if self._data is None:
+            self._data = load_dataset(self.recipe.dataset, seed=self.recipe.seed,
+                                      base=self.recipe.base_dir)
+        return self._data
+
+    @property
+    def model(self) -> StageInput:
+        if self._model is None:
+            path = resolve_model(self.recipe.model, base=self.recipe.base_dir)
+            self._model = StageInput("model", path, "hf-model", model_fingerprint(path))
+        return self._model
+
+    def resolve_input(self, spec: StageSpec) -> StageInput | None:
+        wanted = STAGES[spec.type].input_kind
+        if wanted is None:
+            return None
+        if spec.input == "model":
+            found = self.model
+        elif spec.input is not None:
+            found = self.done[spec.input]
+        else:  # the latest earlier stage of the right kind, else the base model
+            earlier = [s for s in self.done.values() if s.kind == wanted]
+            if earlier:
+                found = earlier[-1]
+            elif wanted == "hf-model":
+                found = self.model
+            else:
+                raise RecipeError(
+                    f"stage {spec.name!r} ({spec.type}) needs a {wanted} input and no earlier "
+                    "stage produces one.",
+                    hint="add the stage that produces it first, or set `input:`.",
+                )
+        if found.kind != wanted:
+            raise RecipeError(
+                f"stage {spec.name!r} ({spec.type}) needs a {wanted} input, but "
+                f"{found.name!r} is a {found.kind}.",
+            )
+        return found
+
+    def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
+        names = spec.config.artifacts
+        if names is None:
+            return [BenchEntry(s.name, s.path, s.kind) for s in self.done.values() if s.kind in MODEL_KINDS]
+        entries = []
+        for name in names:
+            if name in self.done:
+                s = self.done[name]
+                entries.append(BenchEntry(s.name, s.path, s.kind))
+                continue
+            if name == "model":
+                entries.append(BenchEntry("model", self.model.path, "hf-model"))
+                continue
+            path = Path(name).expanduser()
+            path = path if path.is_absolute() else self.recipe.base_dir / path
+            kind = detect_kind(path) if path.is_dir() else None
+            if kind not in MODEL_KINDS:
+                raise RecipeError(
+                    f"bench artifact {name!r} is neither an earlier stage nor a model folder "
+                    "(config.json + weights, or model.onnx).",
+                    hint=f"earlier stages: {', '.join(self.done) or 'none'}.",
+                )
+            entries.append(BenchEntry(path.name, path, kind))
+        return entries
+
+
+def _input_fingerprint(entry: StageInput | BenchEntry) -> str:
+    art = read_artifact(entry.path)
+    if art is not None:
+        return sha256_json(art.manifest.files)
+    return model_fingerprint(entry.path) if entry.kind == "hf-model" else sha256_json(
+        {f.name: f.stat().st_size for f in entry.path.iterdir()})
+
+
+def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
+               rerun: tuple[str, ...] = (), progress: bool = True) -> RunResult:
+    """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones."""
+    out_dir = Path(out_dir)
+    unknown = [n for n in rerun if n not in {s.name for s in recipe.stages}]
+    if unknown:
+        raise RecipeError(f"--rerun names unknown stage {unknown[0]!r}; stages: "
+                          f"{', '.join(s.name for s in recipe.stages)}.")
+    run = _Run(recipe, out_dir, progress)
+    result = RunResult(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
+    for spec in recipe.stages:
+        stage = STAGES[spec.type]
+        stage_input = run.resolve_input(spec)
+        entries = run.bench_entries(spec) if spec.type == "bench" else []
+        parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
+            e.name: _input_fingerprint(e) for e in entries}
+        inputs_hash = sha256_json({
+            "format": FORMAT_VERSION, "type": spec.type, "config": to_dict(spec.config),
+            "parents": parents, "data": run.data.fingerprint,
+            "max_length": recipe.dataset.max_length, "seed": recipe.seed,
+        })
+        dest = out_dir / spec.name
+        existing = read_artifact(dest)
+        start = time.perf_counter()
+        if (existing and existing.manifest.inputs_hash == inputs_hash and not force
+                and spec.name not in rerun and all((dest / f).is_file() for f in existing.manifest.files)):
+            log.info("stage %s: unchanged inputs, reusing %s", spec.name, dest)
+            artifact, status = existing, "reused"
+        else:
+            log.info("stage %s (%s): running", spec.name, spec.type)
+            work = out_dir / ".work" / f"{spec.name}-{inputs_hash[:12]}"
+            with artifact_writer(dest) as tmp:
+                ctx = StageContext(spec.name, spec.config, stage_input, run.data,
+                                   recipe.dataset.max_length, recipe.seed, tmp, work,
+                                   progress, entries, recipe.name)
+                metrics = stage.run(ctx)
+                manifest = Manifest(
+                    kind=stage.output_kind, stage=spec.name, stage_type=spec.type,
+                    inputs_hash=inputs_hash, config=to_dict(spec.config), parents=parents,
+                    metrics=metrics,
+                    extra={"recipe": recipe.name, "seed": recipe.seed, "dataset": run.data.info,
+                           "input": str(stage_input.path) if stage_input else None,
+                           "base_model": recipe.model},
+                )
+                finish_artifact(tmp, manifest)
+            shutil.rmtree(work, ignore_errors=True)
+            artifact, status = read_artifact(dest), "ran"
+        seconds = time.perf_counter() - start
+        result.stages.append(StageOutcome(spec.name, spec.type, status, seconds, artifact))
+        if artifact.kind in MODEL_KINDS:
+            run.done[spec.name] = StageInput(spec.name, dest, artifact.kind,
+                                             sha256_json(artifact.manifest.files))
+        if artifact.kind == "report":
+            for name in ("report.md", "report.json"):
+                shutil.copy2(dest / name, out_dir / f".{name}.tmp")
+                (out_dir / f".{name}.tmp").replace(out_dir / name)
+    write_json_atomic(out_dir / "run.json", {
+        "recipe": recipe.name,
+        "stages": [{"name": s.name, "type": s.type, "status": s.status,
+                    "seconds": round(s.seconds, 1), "path": str(s.artifact.path)} for s in result.stages],
+    })
+    return result

@@ -1,0 +1,117 @@
+"""Recipes: the model, the dataset and the list of stages, read from YAML and checked.
+
+Every key is checked against the config dataclasses, so a typo fails before hours of
+training with the file, the stage and the closest valid key in the message.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slimbert.data import DatasetConfig
+from slimbert.errors import RecipeError
+from slimbert.schema import from_dict, to_dict
+from slimbert.stages import STAGES
+
+
+@dataclass
+class StageSpec:
+    type: str
+    name: str
+    config: Any
+    input: str | None = None  # an earlier stage's name, or "model" for the base model
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "input": self.input, **to_dict(self.config)}
+
+
+@dataclass
+class Recipe:
+    model: str = "minilm-l6"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    stages: list[StageSpec] = field(default_factory=list)
+    name: str = "recipe"
+    seed: int = 0
+    base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model, "seed": self.seed,
+                "dataset": to_dict(self.dataset), "stages": [s.to_dict() for s in self.stages]}
+
+
+@dataclass
+class _TopLevel:  # the schema of the YAML file's top level
+    model: str = "minilm-l6"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    name: str = "recipe"
+    seed: int = 0
+
+
+def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
+    where = f"stages[{index}]"
+    if not isinstance(entry, dict):
+        raise RecipeError(f"{source}: {where} must be a mapping with a `type`, got {entry!r}.")
+    entry = dict(entry)
+    kind = entry.pop("type", None)
+    if kind is None:
+        raise RecipeError(f"{source}: {where} has no `type`; one of: {', '.join(STAGES)}.")
+    if kind not in STAGES:
+        close = difflib.get_close_matches(str(kind), list(STAGES), n=1)
+        raise RecipeError(
+            f"{source}: {where} has unknown stage type {kind!r}; known: {', '.join(STAGES)}.",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
+    name = entry.pop("name", kind)
+    stage_input = entry.pop("input", None)
+    for key, value in (("name", name), ("input", stage_input)):
+        if value is not None and not isinstance(value, str):
+            raise RecipeError(f"{source}: {where}.{key} must be a string, got {value!r}.")
+    config = from_dict(STAGES[kind].config_cls, entry, source=source, path=f"{where} ({name})")
+    return StageSpec(type=kind, name=name, config=config, input=stage_input)
+
+
+def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source} must be a YAML mapping with model, dataset and stages.")
+    top = from_dict(_TopLevel, data, source=source)
+    if not top.stages:
+        raise RecipeError(f"{source}: `stages` is empty; list at least one stage.")
+    stages = [parse_stage(entry, i, source) for i, entry in enumerate(top.stages)]
+    seen: set[str] = set()
+    for i, spec in enumerate(stages):
+        if spec.name in seen or spec.name == "model":
+            raise RecipeError(
+                f"{source}: stages[{i}] reuses the name {spec.name!r}.",
+                hint="give each stage a unique `name` (\"model\" is reserved for the base model).",
+            )
+        if spec.input is not None and spec.input != "model" and spec.input not in seen:
+            raise RecipeError(
+                f"{source}: stages[{i}] ({spec.name}) reads {spec.input!r}, which is not an "
+                f"earlier stage; earlier stages: {', '.join(sorted(seen)) or 'none'}.",
+            )
+        seen.add(spec.name)
+    return Recipe(model=top.model, dataset=top.dataset, stages=stages, name=top.name,
+                  seed=top.seed, base_dir=base_dir or Path.cwd())
+
+
+def load_recipe(path: Path | str | None = None) -> Recipe:
+    """Read a recipe file; with no path, the built-in default recipe."""
+    if path is None:
+        text = resources.files("slimbert.recipes").joinpath("default.yaml").read_text()
+        return recipe_from_dict(yaml.safe_load(text), "default recipe")
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist.",
+                          hint="pass the path of a YAML recipe; examples/ has some.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path} is not valid YAML: {exc}") from exc
+    return recipe_from_dict(data, str(path), base_dir=path.parent.resolve())

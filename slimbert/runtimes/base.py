@@ -1,0 +1,82 @@
+"""One interface for every way of running a model, so numbers are comparable.
+
+Every benchmark and accuracy evaluation goes through ``Runtime.load(...).run(batch)``:
+"ort-cpu" and "torch-cpu" rows are measured by the same harness on the same batches.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from slimbert.errors import RuntimeUnavailable
+
+
+class Session(ABC):
+    """A loaded model ready to run batches."""
+
+    input_names: tuple[str, ...]
+
+    @abstractmethod
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits for a padded batch (int64 arrays keyed by input name)."""
+
+    def predict(self, enc, batch_size: int = 64) -> np.ndarray:
+        """Logits for every example of an EncodedSplit, in its order."""
+        from slimbert.data import iterate_batches
+
+        out = None
+        for index, batch in iterate_batches(enc, batch_size):
+            logits = self.run({k: v for k, v in batch.items() if k in self.input_names})
+            if out is None:
+                out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
+            out[index] = logits
+        return out
+
+
+class Runtime(ABC):
+    """A named way to run one kind of artifact on one device."""
+
+    name: str
+    kind: str  # artifact kind it runs: "hf-model" or "onnx"
+    device: str  # "cpu", "cuda", "mobile"
+    description: str
+
+    def unavailable_reason(self) -> str | None:
+        """None when usable here; otherwise why not and how to install it."""
+        return None
+
+    def check_available(self) -> None:
+        reason = self.unavailable_reason()
+        if reason:
+            raise RuntimeUnavailable(f"runtime {self.name!r} is not available here: {reason}")
+
+    @abstractmethod
+    def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
+        """Load the model in ``artifact_dir``."""
+
+
+_REGISTRY: dict[str, Runtime] = {}
+
+
+def register(runtime: Runtime) -> Runtime:
+    _REGISTRY[runtime.name] = runtime
+    return runtime
+
+
+def all_runtimes() -> dict[str, Runtime]:
+    return dict(_REGISTRY)
+
+
+def get_runtime(name: str) -> Runtime:
+    try:
+        runtime = _REGISTRY[name]
+    except KeyError:
+        raise RuntimeUnavailable(
+            f"unknown runtime {name!r}; known: {', '.join(sorted(_REGISTRY))}.",
+            hint="`slimbert bench --list-targets` lists them with their availability.",
+        ) from None
+    runtime.check_available()
+    return runtime

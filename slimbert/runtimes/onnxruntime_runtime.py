@@ -1,0 +1,67 @@
+"""ONNX Runtime sessions on its CPU, CUDA and TensorRT execution providers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from slimbert.errors import ExportError
+from slimbert.runtimes.base import Runtime, Session, register
+
+
+class OrtSession(Session):
+    def __init__(self, session):
+        self.session = session
+        self.input_names = tuple(i.name for i in session.get_inputs())
+
+    def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        feed = {k: batch[k] for k in self.input_names}
+        return self.session.run(None, feed)[0]
+
+
+class OrtRuntime(Runtime):
+    kind = "onnx"
+
+    def __init__(self, name: str, device: str, providers: list[str], description: str):
+        self.name, self.device, self.providers, self.description = name, device, providers, description
+
+    def unavailable_reason(self) -> str | None:
+        import onnxruntime as ort
+
+        missing = [p for p in self.providers if p not in ort.get_available_providers()]
+        if missing:
+            return (f"onnxruntime {ort.__version__} has no {missing[0]} (install onnxruntime-gpu "
+                    "on a machine with an NVIDIA GPU, and TensorRT for the TensorRT provider)")
+        return None
+
+    def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
+        import onnxruntime as ort
+
+        from slimbert.export.onnx import ONNX_FILE
+
+        self.check_available()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # Spinning worker threads steal cores from whichever session runs next; benchmarks
+        # take turns in one process, so spinning would inflate everyone else's latency.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        path = Path(artifact_dir) / ONNX_FILE
+        try:
+            session = ort.InferenceSession(str(path), options, providers=self.providers)
+        except Exception as exc:
+            raise ExportError(
+                f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}",
+                hint="the file may be corrupt or truncated: re-run the export stage.",
+            ) from exc
+        return OrtSession(session)
+
+
+register(OrtRuntime("ort-cpu", "cpu", ["CPUExecutionProvider"], "ONNX Runtime, CPU provider"))
+register(OrtRuntime("ort-cuda", "cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                    "ONNX Runtime, CUDA provider"))
+register(OrtRuntime("ort-tensorrt", "cuda",
+                    ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+                    "ONNX Runtime, TensorRT provider"))

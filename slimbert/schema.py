@@ -1,0 +1,130 @@
+"""Build typed config dataclasses from plain dicts (YAML), rejecting anything unknown.
+
+A hand-rolled validator of ~100 lines instead of pydantic models keeps configs as plain
+dataclasses that the Python API constructs directly, while every error from a recipe
+still names the file, the key path and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, Literal, TypeVar, Union
+
+from slimbert.errors import RecipeError
+
+T = TypeVar("T")
+
+
+def _where(source: str, path: str) -> str:
+    return f"{source}: {path}" if path else source
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp)
+        return f"list of {_type_name(arg)}"
+    if origin is dict:
+        return "mapping"
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, source, path)
+            except RecipeError as exc:
+                errors.append(exc)
+        raise RecipeError(
+            f"{_where(source, path)} must be {_type_name(tp)}, got {value!r}.",
+            hint=errors[-1].hint if errors else None,
+        )
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        raise RecipeError(
+            f"{_where(source, path)} is {value!r}; allowed: {', '.join(map(repr, allowed))}.",
+            hint=f"did you mean {close[0]!r}?" if close else None,
+        )
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise RecipeError(f"{_where(source, path)} must be a list, got {value!r}.")
+        return [_coerce(v, item_tp, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{_where(source, path)} must be a mapping, got {value!r}.")
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _coerce(v, val_tp, source, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source=source, path=path)
+    if tp is type(None):
+        if value is None:
+            return None
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "5e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise RecipeError(f"{_where(source, path)} must be {_type_name(tp)}, got {value!r}.")
+
+
+def from_dict(cls: type[T], data: Any, *, source: str = "recipe", path: str = "") -> T:
+    """Instantiate dataclass ``cls`` from ``data``, checking every key and type."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{_where(source, path)} must be a mapping, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(str(key), list(fields), n=1)
+        where = f" in {path}" if path else ""
+        raise RecipeError(
+            f"{source}: unknown key {key!r}{where}. Valid keys: {', '.join(fields)}.",
+            hint=f"did you mean {close[0]!r}?" if close else "remove it or check the spelling.",
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        sub = f"{path}.{name}" if path else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], source, sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise RecipeError(f"{source}: missing required key {sub!r}.")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # __post_init__ range checks
+        raise RecipeError(f"{_where(source, path)}: {exc}") from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able form of a config dataclass (for manifests and hashing)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

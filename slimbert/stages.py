@@ -1,0 +1,125 @@
+"""The recipe's stage types: a registry mapping a name to config class and runner.
+
+Adding a stage type (prune, quantize-static, export-mobile, ...) means writing its config
+dataclass and a ``run(ctx) -> metrics`` function and registering them here; the engine,
+the recipe parser, caching and the CLI pick it up without further changes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slimbert.artifacts import write_json_atomic
+from slimbert.bench.report import pareto_plot, render_markdown
+from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
+from slimbert.compress.distill import DistillConfig, distill
+from slimbert.compress.finetune import FinetuneConfig, finetune
+from slimbert.data import TextClassificationData, encode_split
+from slimbert.export.onnx import OnnxExportConfig, export_onnx
+from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+from slimbert.models import load_tokenizer
+
+MODEL_KINDS = ("hf-model", "onnx")
+
+
+@dataclass
+class StageInput:
+    """What a stage reads: an earlier artifact or the recipe's base model."""
+
+    name: str
+    path: Path
+    kind: str
+    fingerprint: str
+
+
+@dataclass
+class StageContext:
+    name: str
+    config: Any
+    input: StageInput | None
+    data: TextClassificationData
+    max_length: int
+    seed: int
+    out: Path  # temporary artifact folder to write into
+    work: Path  # resumable scratch space (checkpoints, cached logits)
+    progress: bool
+    bench_entries: list[BenchEntry]  # for the bench stage: what to measure
+    recipe_name: str
+
+
+@dataclass(frozen=True)
+class StageType:
+    name: str
+    config_cls: type
+    input_kind: str | None  # kind of artifact it reads; None for bench
+    output_kind: str
+    run: Callable[[StageContext], dict[str, Any]]
+    help: str
+
+
+def _validation_split(ctx: StageContext, n: int = 512):
+    tokenizer = load_tokenizer(ctx.input.path)
+    dev = ctx.data.splits["dev"]
+    return encode_split(tokenizer, dev.take(list(range(min(n, len(dev))))), ctx.max_length)
+
+
+def _run_finetune(ctx: StageContext) -> dict[str, Any]:
+    return finetune(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
+                    max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
+
+
+def _run_distill(ctx: StageContext) -> dict[str, Any]:
+    return distill(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
+                   max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
+
+
+def _run_export_onnx(ctx: StageContext) -> dict[str, Any]:
+    return export_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+
+
+def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
+    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+
+
+def _run_bench(ctx: StageContext) -> dict[str, Any]:
+    report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
+                       name=ctx.recipe_name, progress=ctx.progress)
+    write_json_atomic(ctx.out / "report.json", report)
+    (ctx.out / "report.md").write_text(render_markdown(report))
+    pareto_plot(report["rows"], ctx.out / "pareto.png")
+    return {"rows": len(report["rows"]), "unavailable": len(report["unavailable"])}
+
+
+STAGES: dict[str, StageType] = {
+    s.name: s
+    for s in (
+        StageType("finetune", FinetuneConfig, "hf-model", "hf-model", _run_finetune,
+                  "fine-tune a pretrained encoder into a classifier (the teacher)"),
+        StageType("distill", DistillConfig, "hf-model", "hf-model", _run_distill,
+                  "distil the input classifier into a shallower student"),
+        StageType("export-onnx", OnnxExportConfig, "hf-model", "onnx", _run_export_onnx,
+                  "export to ONNX, fuse for ONNX Runtime, validate against PyTorch"),
+        StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
+                  "quantize an ONNX graph to INT8 with ONNX Runtime"),
+        StageType("bench", BenchConfig, None, "report", _run_bench,
+                  "measure accuracy, latency and size of artifacts on every target"),
+    )
+}
+
+
+def detect_kind(folder: Path) -> str | None:
+    """Kind of a model folder that may lack a manifest (e.g. a user's own export)."""
+    from slimbert.export.onnx import ONNX_FILE
+
+    manifest = folder / "manifest.json"
+    if manifest.is_file():
+        return json.loads(manifest.read_text()).get("kind")
+    if (folder / ONNX_FILE).is_file():
+        return "onnx"
+    if (folder / "config.json").is_file():
+        return "hf-model"
+    return None
