@@ -63,7 +63,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     ) * (t * t)
 
 
-def hidden_cosine_loss(student_hidden, teacher_hidden, mapping: list[int], mask: torch.Tensor) -> torch.Tensor:
+def hidden_cosine_loss(student_hidden, teacher_hidden, mapping: list[int],
+                       mask: torch.Tensor) -> torch.Tensor:
     """Mean (1 - cosine) between student layer i and teacher layer mapping[i], on real tokens."""
     keep = mask.bool()
     losses = []

@@ -52,8 +52,8 @@ def copy_model_metadata(src: Path, dest: Path) -> None:
             shutil.copy2(src / name, dest / name)
 
 
-def _example_inputs(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    ids = torch.randint(1000, 2000, (2, 16), dtype=torch.long)
+def _example_inputs(names: tuple[str, ...], vocab_size: int) -> dict[str, torch.Tensor]:
+    ids = torch.randint(vocab_size // 4, vocab_size, (2, 16), dtype=torch.long)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if "token_type_ids" in names:
         inputs["token_type_ids"] = torch.zeros_like(ids)
@@ -61,7 +61,7 @@ def _example_inputs(names: tuple[str, ...]) -> dict[str, torch.Tensor]:
 
 
 def _torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig) -> None:
-    inputs = _example_inputs(names)
+    inputs = _example_inputs(names, model.config.vocab_size)
     args = tuple(inputs[n] for n in names)
     kwargs = dict(input_names=list(names), output_names=["logits"], opset_version=cfg.opset)
     with warnings.catch_warnings():

@@ -1,0 +1,110 @@
+"""Fixtures: a tiny random BERT classifier and a small, learnable sentiment dataset.
+
+Everything is built in the test (no network, no cache): a WordPiece vocabulary from the
+dataset's words, a 4-layer BERT with perturbed weights (all-zero biases break ONNX
+quantizers), and CSV files whose labels a model can learn in a few steps.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun", "moving", "smart"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "messy", "tedious", "flat"]
+NEUTRAL = ["the", "movie", "film", "plot", "is", "was", "a", "very", "and", "story", "cast"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        cue = POSITIVE if label == "pos" else NEGATIVE
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(2, 10))]
+        for _ in range(rng.randint(1, 2)):
+            words.insert(rng.randint(0, len(words)), rng.choice(cue))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path, tmp_path_factory, monkeypatch):
+    """No test reaches the network or the user's caches; each test has its own cache."""
+    monkeypatch.setenv("SLIMBERT_CACHE", str(tmp_path / "slimbert-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def sentiment_csv(tmp_path_factory) -> Path:
+    """400 labelled sentences in one CSV (splits are carved from it)."""
+    folder = tmp_path_factory.mktemp("data")
+    return write_csv(folder / "reviews.csv", make_sentences(400, seed=1))
+
+
+def build_tiny_bert(folder: Path, *, layers: int = 4, num_labels: int | None = None, seed: int = 0) -> Path:
+    """Save a tiny random BERT (+ tokenizer) to ``folder``; with num_labels, a classifier."""
+    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + sorted(set(POSITIVE + NEGATIVE + NEUTRAL))) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(seed)
+    if num_labels:
+        config.num_labels = num_labels
+        config.id2label = {i: n for i, n in enumerate(["neg", "pos"][:num_labels])}
+        config.label2id = {n: i for i, n in config.id2label.items()}
+        model = BertForSequenceClassification(config)
+    else:
+        model = BertModel(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A pretrained-style encoder without a classification head (like MiniLM)."""
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "encoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_classifier(tmp_path_factory) -> Path:
+    """A BERT classifier with 2 labels (neg, pos) and 4 layers."""
+    return build_tiny_bert(tmp_path_factory.mktemp("models") / "classifier", num_labels=2)
+
+
+def tiny_recipe(model: Path, csv: Path, stages: list[dict], **dataset) -> dict:
+    return {
+        "name": "tiny",
+        "model": str(model),
+        "seed": 0,
+        "dataset": {"source": str(csv), "max_length": 32, **dataset},
+        "stages": stages,
+    }

@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+
+from slimbert.data import DatasetConfig, encode_split, load_dataset
+from slimbert.errors import ExportError
+from slimbert.export.onnx import ONNX_FILE, OnnxExportConfig, export_onnx
+from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+from slimbert.models import load_classifier, load_tokenizer
+from slimbert.runtimes import get_runtime
+
+
+@pytest.fixture(scope="module")
+def dev_enc(sentiment_csv, tiny_classifier):
+    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
+    return encode_split(load_tokenizer(tiny_classifier), data.splits["dev"], 32)
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_classifier, dev_enc, tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx")
+    metrics = export_onnx(tiny_classifier, out, OnnxExportConfig(), dev_enc)
+    return out, metrics
+
+
+def test_export_is_fused_validated_and_dynamic(exported, tiny_classifier):
+    out, metrics = exported
+    assert metrics["validation"]["max_abs_diff"] < 1e-4 and metrics["validation"]["agreement"] == 1.0
+    assert metrics["fusions"].get("Attention") == 4 and metrics["fusions"].get("SkipLayerNormalization")
+    assert {"config.json", "vocab.txt", ONNX_FILE} <= {p.name for p in out.iterdir()}
+    session = get_runtime("ort-cpu").load(out)
+    ids = np.full((3, 11), 7, dtype=np.int64)  # shapes unseen at export time
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    assert session.run(batch).shape == (3, 2)
+
+
+def test_dynamo_exporter_unfused_also_validates(tiny_classifier, dev_enc, tmp_path):
+    metrics = export_onnx(tiny_classifier, tmp_path, OnnxExportConfig(exporter="dynamo", optimize=False,
+                                                                      opset=18), dev_enc)
+    assert metrics["validation"]["agreement"] == 1.0 and metrics["fusions"] == {}
+
+
+def test_disagreement_with_pytorch_fails_the_export(tiny_classifier, dev_enc, tmp_path):
+    with pytest.raises(ExportError, match="disagrees with PyTorch"):
+        export_onnx(tiny_classifier, tmp_path, OnnxExportConfig(atol=1e-12), dev_enc)
+
+
+def test_optimum_loads_the_onnx_folder(exported):
+    import torch
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    out, _ = exported
+    model = ORTModelForSequenceClassification.from_pretrained(out)
+    ids = torch.tensor([[2, 10, 11, 3]])
+    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                   token_type_ids=torch.zeros_like(ids)).logits
+    assert logits.shape == (1, 2)
+
+
+def test_dynamic_int8_of_the_fused_graph(exported, dev_enc, tmp_path):
+    src, _ = exported
+    metrics = quantize_onnx(src, tmp_path, OnnxQuantizeConfig(), dev_enc)
+    assert metrics["agreement_with_source"]["agreement"] >= 0.95
+    assert (tmp_path / ONNX_FILE).stat().st_size < 0.6 * (src / ONNX_FILE).stat().st_size
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(tmp_path / ONNX_FILE)).graph.node}
+    assert ops & {"QAttention", "DynamicQuantizeMatMul", "MatMulInteger"}
+
+
+def test_corrupt_onnx_file_is_a_clear_error(exported, tmp_path):
+    src, _ = exported
+    (tmp_path / ONNX_FILE).write_bytes((src / ONNX_FILE).read_bytes()[:1000])
+    with pytest.raises(ExportError, match="cannot load"):
+        get_runtime("ort-cpu").load(tmp_path)
+
+
+def test_pytorch_logits_match_runtime(exported, tiny_classifier, dev_enc):
+    from slimbert.compress.trainer import predict_logits
+
+    out, _ = exported
+    torch_logits = predict_logits(load_classifier(tiny_classifier), dev_enc)
+    ort_logits = get_runtime("ort-cpu").load(out).predict(dev_enc)
+    np.testing.assert_allclose(torch_logits, ort_logits, atol=1e-4)

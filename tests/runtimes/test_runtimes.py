@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from slimbert.errors import RuntimeUnavailable
+from slimbert.runtimes import all_runtimes, get_runtime
+
+
+def test_registry_has_cpu_and_gpu_targets_with_reasons():
+    runtimes = all_runtimes()
+    assert {"torch-cpu", "ort-cpu", "ort-cuda", "ort-tensorrt", "torch-cuda-fp16"} <= set(runtimes)
+    assert runtimes["torch-cpu"].unavailable_reason() is None
+    assert runtimes["ort-cpu"].unavailable_reason() is None
+    if not torch.cuda.is_available():
+        assert "CUDA" in runtimes["torch-cuda-fp16"].unavailable_reason()
+        with pytest.raises(RuntimeUnavailable, match="not available here"):
+            get_runtime("torch-cuda-fp16")
+
+
+def test_unknown_runtime():
+    with pytest.raises(RuntimeUnavailable, match="unknown runtime"):
+        get_runtime("tflite")
+
+
+def test_torch_session_runs_a_batch(tiny_classifier):
+    session = get_runtime("torch-cpu").load(tiny_classifier, threads=1)
+    ids = np.full((2, 5), 6, dtype=np.int64)
+    logits = session.run({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                          "token_type_ids": np.zeros_like(ids)})
+    assert logits.shape == (2, 2) and logits.dtype == np.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_cuda_fp16_matches_cpu(tiny_classifier):
+    ids = np.random.default_rng(0).integers(5, 30, size=(4, 16)).astype(np.int64)
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    cpu = get_runtime("torch-cpu").load(tiny_classifier).run(batch)
+    gpu = get_runtime("torch-cuda-fp16").load(tiny_classifier).run(batch)
+    np.testing.assert_allclose(cpu, gpu, atol=2e-2)
+
+
+@pytest.mark.gpu
+def test_ort_cuda_matches_cpu(tiny_classifier, tmp_path, sentiment_csv):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here")
+    from slimbert.data import DatasetConfig, encode_split, load_dataset
+    from slimbert.export.onnx import OnnxExportConfig, export_onnx
+    from slimbert.models import load_tokenizer
+
+    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
+    enc = encode_split(load_tokenizer(tiny_classifier), data.splits["dev"], 32)
+    export_onnx(tiny_classifier, tmp_path, OnnxExportConfig(), enc)
+    np.testing.assert_allclose(get_runtime("ort-cpu").load(tmp_path).predict(enc),
+                               get_runtime("ort-cuda").load(tmp_path).predict(enc), atol=1e-3)

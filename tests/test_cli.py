@@ -1,0 +1,119 @@
+"""The command line: help that teaches, errors without tracebacks, exit codes."""
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from slimbert.cli import main
+from tests.conftest import tiny_recipe
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["-q", *map(str, args)])
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["compress"], ["export"], ["bench"], ["assets"]])
+def test_help_for_every_command(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_only_working_commands_exist():
+    assert set(main.commands) == {"run", "compress", "export", "bench", "assets"}
+
+
+def write_recipe(tmp_path, data):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def assert_clean_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+def test_mistyped_recipe_key(tmp_path, tiny_encoder, sentiment_csv):
+    data = tiny_recipe(tiny_encoder, sentiment_csv, [{"type": "finetune", "epocs": 1}])
+    path = write_recipe(tmp_path, data)
+    assert_clean_error(invoke("run", path, "--out", tmp_path / "o"), "'epocs'", str(path), "epochs")
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_dataset_file_and_column(tmp_path, tiny_encoder, sentiment_csv):
+    stages = [{"type": "finetune", "epochs": 1}]
+    data = tiny_recipe(tiny_encoder, tmp_path / "missing.csv", stages)
+    assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"),
+                       "missing.csv", "does not exist")
+    data = tiny_recipe(tiny_encoder, sentiment_csv, stages, label="stars")
+    assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"), "'stars'")
+    assert not (tmp_path / "o" / "finetune").exists()
+
+
+def test_bad_model_paths(tmp_path, sentiment_csv):
+    stages = [{"type": "finetune", "epochs": 1}]
+    data = tiny_recipe(tmp_path / "nothing-here", sentiment_csv, stages)
+    assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"), "does not exist")
+    (tmp_path / "not-a-model").mkdir()
+    data = tiny_recipe(tmp_path / "not-a-model", sentiment_csv, stages)
+    assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"), "config.json")
+
+
+def test_offline_uncached_hub_id(tmp_path, sentiment_csv):
+    data = tiny_recipe("acme/never-downloaded", sentiment_csv, [{"type": "finetune", "epochs": 1}])
+    data["model"] = "acme/never-downloaded"
+    assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"),
+                       "not in the Hugging Face cache")
+
+
+def test_unwritable_cache(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("SLIMBERT_CACHE", str(blocker / "cache"))
+    assert_clean_error(invoke("assets", "fetch", "minilm-l6"), "not writable", "SLIMBERT_CACHE")
+
+
+def test_compress_export_bench_commands(tmp_path, tiny_encoder, sentiment_csv):
+    common = ["--dataset", sentiment_csv, "--max-length", 32]
+    result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, *common,
+                    "--set", "epochs=8", "--set", "lr=1e-3", "--set", "batch_size=16",
+                    "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    teacher = tmp_path / "c" / "finetune"
+    assert json.loads((teacher / "manifest.json").read_text())["metrics"]["test"]["accuracy"] > 0.8
+    result = invoke("compress", "--stage", "distill", "--model", teacher, *common,
+                    "--set", "layers=[0,3]", "--set", "epochs=1", "--out", tmp_path / "d")
+    assert result.exit_code == 0, result.output
+    result = invoke("export", teacher, "--format", "onnx-int8", *common, "--out", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "e" / "onnx-int8" / "model.onnx").is_file()
+    result = invoke("bench", teacher, tmp_path / "e" / "onnx", tmp_path / "e" / "onnx-int8", *common,
+                    "--batch-sizes", "1", "--seq-len", "16", "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    assert "| onnx-int8 | ort-cpu |" in result.output
+    result = invoke("bench", teacher, *common, "--seq-len", "4096", "--out", tmp_path / "b2")
+    assert_clean_error(result, "beyond", "maximum of 64 positions")
+
+
+def test_bad_set_syntax_and_unknown_setting(tmp_path, tiny_encoder):
+    result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epochs")
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+    result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epoch=2",
+                    "--out", tmp_path / "x")
+    assert_clean_error(result, "'epoch'", "epochs")
+
+
+def test_list_targets_says_why_gpu_targets_are_missing():
+    result = invoke("bench", "--list-targets")
+    assert result.exit_code == 0
+    assert "ort-cpu" in result.output and "available" in result.output
+    assert "ort-tensorrt" in result.output
+
+
+def test_assets_list():
+    result = invoke("assets", "list")
+    assert result.exit_code == 0 and "minilm-l6" in result.output and "rt-snippets" in result.output

@@ -1,0 +1,103 @@
+"""The engine: every stage on a tiny model, reuse on rerun, resume after a failure."""
+
+import json
+
+import pytest
+
+from slimbert.pipeline import run_recipe
+from slimbert.recipe import recipe_from_dict
+from tests.conftest import tiny_recipe
+
+FAST_TRAIN = {"lr": 1e-3, "batch_size": 16, "patience": 0}
+BENCH = {"type": "bench", "batch_sizes": [1, 4], "seq_len": 16, "min_iters": 2, "budget_s": 0.05,
+         "warmup": 1, "reference": "teacher"}
+
+
+def full_stages(distill_epochs=2):
+    return [
+        {"type": "finetune", "name": "teacher", "epochs": 8, **FAST_TRAIN},
+        {"type": "distill", "name": "student", "epochs": distill_epochs, **FAST_TRAIN},
+        {"type": "export-onnx", "name": "student-onnx", "input": "student"},
+        {"type": "quantize-onnx", "name": "student-int8"},
+        BENCH,
+    ]
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_encoder, sentiment_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, full_stages()))
+    return out, run_recipe(recipe, out, progress=False)
+
+
+def test_every_stage_runs_and_writes_manifests_and_reports(first_run):
+    out, result = first_run
+    assert [s.status for s in result.stages] == ["ran"] * 5
+    teacher = result.artifact("teacher").manifest
+    assert teacher.kind == "hf-model" and teacher.metrics["test"]["accuracy"] >= 0.9
+    assert set(teacher.versions) >= {"torch", "transformers", "onnxruntime"}
+    assert "model.safetensors" in teacher.files and teacher.extra["dataset"]["split_seed"] == 0
+    student = result.artifact("student").manifest
+    assert student.parents.keys() == {"teacher"}
+    assert result.artifact("student-int8").manifest.parents.keys() == {"student-onnx"}
+    report = json.loads((out / "report.json").read_text())
+    assert [r["artifact"] for r in report["rows"]] == ["teacher", "student", "student-onnx", "student-int8"]
+    assert [r["target"] for r in report["rows"]] == ["torch-cpu", "torch-cpu", "ort-cpu", "ort-cpu"]
+    for row in report["rows"]:
+        assert row["accuracy"]["accuracy"] > 0.8
+        assert [s["batch_size"] for s in row["latency"]] == [1, 4]
+        assert row["latency"][0]["p90_ms"] >= row["latency"][0]["p50_ms"] > 0
+    md = (out / "report.md").read_text()
+    assert "| student-int8 | ort-cpu |" in md
+    assert (out / "bench" / "pareto.png").is_file()
+    assert all(a.verify() == [] for a in (s.artifact for s in result.stages))
+
+
+def test_rerun_reuses_everything(first_run, tiny_encoder, sentiment_csv):
+    out, _ = first_run
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, full_stages()))
+    again = run_recipe(recipe, out, progress=False)
+    assert [s.status for s in again.stages] == ["reused"] * 5
+
+
+def test_changed_stage_reruns_itself_and_what_depends_on_it(first_run, tiny_encoder, sentiment_csv):
+    out, _ = first_run
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, full_stages(distill_epochs=1)))
+    changed = run_recipe(recipe, out, progress=False)
+    assert [s.status for s in changed.stages] == ["reused", "ran", "ran", "ran", "ran"]
+
+
+def test_failed_stage_leaves_no_artifact_and_rerun_resumes(tiny_encoder, sentiment_csv, tmp_path,
+                                                           monkeypatch):
+    import slimbert.stages as stages
+
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, full_stages()[:3]))
+    original = stages.export_onnx
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash during export")
+
+    monkeypatch.setattr(stages, "export_onnx", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_recipe(recipe, tmp_path, progress=False)
+    assert (tmp_path / "teacher" / "manifest.json").is_file()
+    assert not (tmp_path / "student-onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    monkeypatch.setattr(stages, "export_onnx", original)
+    resumed = run_recipe(recipe, tmp_path, progress=False)
+    assert [s.status for s in resumed.stages] == ["reused", "reused", "ran"]
+
+
+def test_data_change_invalidates_everything(tiny_encoder, sentiment_csv, tmp_path):
+    stages = [{"type": "finetune", "name": "teacher", "epochs": 1, **FAST_TRAIN}]
+    run_recipe(recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages)), tmp_path, progress=False)
+    other = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages, max_length=16))
+    assert [s.status for s in run_recipe(other, tmp_path, progress=False).stages] == ["ran"]
+
+
+def test_quantize_without_onnx_input_is_a_recipe_error(tiny_encoder, sentiment_csv, tmp_path):
+    from slimbert.errors import RecipeError
+
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [{"type": "quantize-onnx"}]))
+    with pytest.raises(RecipeError, match="needs a onnx input"):
+        run_recipe(recipe, tmp_path, progress=False)

@@ -1,0 +1,102 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slimbert.errors import RecipeError
+from slimbert.recipe import load_recipe, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def base(**extra):
+    return {"model": "minilm-l6", "stages": [{"type": "finetune", "name": "teacher"}], **extra}
+
+
+def test_default_recipe_parses_and_matches_the_example():
+    recipe = load_recipe()
+    assert [s.type for s in recipe.stages] == [
+        "finetune", "distill", "export-onnx", "export-onnx", "quantize-onnx", "bench"]
+    packaged = (ROOT / "slimbert/recipes/default.yaml").read_text()
+    assert (ROOT / "examples/default.yaml").read_text() == packaged
+
+
+def test_every_example_recipe_parses():
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        load_recipe(path)
+
+
+def test_unknown_top_level_key_names_key_file_and_suggestion(tmp_path):
+    path = write(tmp_path, base(stagess=[]))
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert "'stagess'" in err.value.message and str(path) in err.value.message
+    assert "stages" in err.value.hint
+
+
+def test_mistyped_stage_key_is_named_with_its_stage(tmp_path):
+    data = base()
+    data["stages"] = [{"type": "distill", "name": "student", "epoch": 3}]
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, data))
+    assert "'epoch'" in err.value.message and "student" in err.value.message
+    assert "epochs" in err.value.hint
+
+
+def test_wrong_types_and_values_are_rejected(tmp_path):
+    data = base()
+    data["stages"] = [{"type": "finetune", "epochs": "three"}]
+    with pytest.raises(RecipeError, match="epochs must be int"):
+        load_recipe(write(tmp_path, data))
+    data["stages"] = [{"type": "distill", "temperature": 0}]
+    with pytest.raises(RecipeError, match="temperature must be > 0"):
+        load_recipe(write(tmp_path, data))
+    data["stages"] = [{"type": "distill", "alpha_kd": 0, "alpha_ce": 0}]
+    with pytest.raises(RecipeError, match="must be >= 0 and not all 0"):
+        load_recipe(write(tmp_path, data))
+    data["stages"] = [{"type": "distill", "layers": "every-third"}]
+    with pytest.raises(RecipeError, match="layers"):
+        load_recipe(write(tmp_path, data))
+
+
+def test_scientific_notation_strings_are_floats():
+    recipe = recipe_from_dict(base(stages=[{"type": "finetune", "lr": "5e-5"}]))
+    assert recipe.stages[0].config.lr == pytest.approx(5e-5)
+
+
+def test_unknown_stage_type_suggests_the_closest():
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(base(stages=[{"type": "distil"}]))
+    assert "distill" in err.value.hint
+
+
+def test_duplicate_names_and_forward_references_are_rejected():
+    with pytest.raises(RecipeError, match="reuses the name"):
+        recipe_from_dict(base(stages=[{"type": "finetune"}, {"type": "finetune"}]))
+    with pytest.raises(RecipeError, match="not an earlier stage"):
+        recipe_from_dict(base(stages=[{"type": "export-onnx", "input": "student"},
+                                      {"type": "distill", "name": "student"}]))
+
+
+def test_missing_recipe_file_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(write(tmp_path, "stages: [unclosed"))
+
+
+def test_dataset_section_is_checked(tmp_path):
+    data = base(dataset={"source": "x.csv", "labels": "y"})
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, data))
+    assert "'labels'" in err.value.message and "label" in err.value.hint
+    with pytest.raises(RecipeError, match="split fractions"):
+        recipe_from_dict(base(dataset={"split": {"dev": 0.6, "test": 0.5}}))
