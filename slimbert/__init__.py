@@ -1,0 +1,46 @@
+"""slimbert: compress, export, benchmark and gate BERT-family text classifiers.
+
+The Python API mirrors the CLI. Heavy libraries (torch, onnxruntime) load on first use,
+so ``import slimbert`` stays cheap.
+
+    >>> import slimbert
+    >>> result = slimbert.run_recipe(slimbert.load_recipe(), "runs/default")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_API = {
+    "load_recipe": "slimbert.recipe",
+    "recipe_from_dict": "slimbert.recipe",
+    "run_recipe": "slimbert.pipeline",
+    "load_dataset": "slimbert.data",
+    "DatasetConfig": "slimbert.data",
+    "finetune": "slimbert.compress.finetune",
+    "FinetuneConfig": "slimbert.compress.finetune",
+    "distill": "slimbert.compress.distill",
+    "DistillConfig": "slimbert.compress.distill",
+    "export_onnx": "slimbert.export.onnx",
+    "OnnxExportConfig": "slimbert.export.onnx",
+    "quantize_onnx": "slimbert.export.onnx_quant",
+    "OnnxQuantizeConfig": "slimbert.export.onnx_quant",
+    "run_bench": "slimbert.bench.run",
+    "BenchConfig": "slimbert.bench.run",
+    "get_runtime": "slimbert.runtimes",
+    "GateConfig": "slimbert.gate",
+    "evaluate_gate": "slimbert.gate",
+    "fetch_asset": "slimbert.assets",
+    "SlimbertError": "slimbert.errors",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'slimbert' has no attribute {name!r}")

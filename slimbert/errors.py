@@ -43,3 +43,16 @@ class ExportError(SlimbertError):
 
 class RuntimeUnavailable(SlimbertError):
     """A runtime/target is not installed or cannot run here."""
+
+
+class GateError(SlimbertError):
+    """The gate cannot compare: unreadable report, unknown row, or different evaluation data."""
+
+
+class GateFailed(SlimbertError):
+    """The candidate was compared and missed a threshold: a verdict, not a usage error.
+
+    Exit code 1 lets CI tell "the model regressed" (1) from "the gate was misconfigured" (2).
+    """
+
+    exit_code = 1

@@ -101,3 +101,25 @@ def test_quantize_without_onnx_input_is_a_recipe_error(tiny_encoder, sentiment_c
     recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [{"type": "quantize-onnx"}]))
     with pytest.raises(RecipeError, match="needs a onnx input"):
         run_recipe(recipe, tmp_path, progress=False)
+
+
+def test_training_killed_mid_stage_resumes_from_its_checkpoint(tiny_encoder, sentiment_csv, tmp_path,
+                                                              monkeypatch):
+    import slimbert.compress.trainer as trainer
+
+    stages = [{"type": "finetune", "name": "teacher", "epochs": 2, "checkpoint_every": 5, **FAST_TRAIN}]
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages))
+    original = trainer.evaluate
+
+    def killed(*args, **kwargs):  # the first dev evaluation, after 18 steps: checkpoint at 15
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, tmp_path, progress=False)
+    assert not (tmp_path / "teacher").exists()
+    assert list((tmp_path / ".work").glob("teacher-*/checkpoint.pt"))
+    monkeypatch.setattr(trainer, "evaluate", original)
+    result = run_recipe(recipe, tmp_path, progress=False)
+    assert result.artifact("teacher").manifest.metrics["resumed_from_step"] == 15
+    assert not list((tmp_path / ".work").glob("teacher-*"))  # scratch space removed once done

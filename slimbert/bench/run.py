@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tqdm.auto import tqdm
-
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.data import TextClassificationData, classification_metrics, encode_split
 from slimbert.errors import SlimbertError
+from slimbert.progress import progress_bar
 from slimbert.runtimes import all_runtimes
 
 log = logging.getLogger(__name__)
@@ -122,7 +121,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
                             hint="`slimbert bench --list-targets` shows what runs here.")
 
     rows = []
-    bar = tqdm(plan, desc="bench", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(plan, enabled=progress, desc="bench")
     for entry, runtime in bar:
         bar.set_postfix_str(f"{entry.name} on {runtime.name}")
         tokenizer = load_tokenizer(entry.path)
@@ -142,6 +141,8 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
             "artifact": entry.name, "path": str(entry.path), "kind": entry.kind,
             "target": runtime.name, "device": runtime.device, "accuracy": accuracy,
             "latency": latency, "size_mb": round(_size_mb(entry), 2),
+            # per-example predictions, in split order: what a paired comparison needs
+            "predictions": logits.argmax(-1).astype(int).tolist(),
             "rss_delta_mb": round(rss_after - rss_before, 1) if rss_before is not None else None,
         })
         del session
@@ -160,6 +161,8 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         "config": cfg.__dict__,
         "dataset": {"source": data.info.get("source"), "fingerprint": data.fingerprint,
                     "split": cfg.split, "examples": len(split)},
+        # the split's labels, once for all rows: lets `slimbert gate` pair predictions
+        "labels": split.labels.tolist(),
         "environment": environment(threads),
         "rows": rows,
         "unavailable": unavailable,

@@ -52,5 +52,6 @@ def finetune(
         "train_seconds": round(train_s, 1),
         "steps": result.steps,
         "stopped_early": result.stopped_early,
+        "resumed_from_step": result.resumed_from_step,
         "history": result.history,
     }

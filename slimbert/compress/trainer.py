@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from slimbert.data import EncodedSplit, classification_metrics, collate, iterate_batches
 from slimbert.data.tokenize import training_batches
+from slimbert.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def predict_logits(model: torch.nn.Module, enc: EncodedSplit, batch_size: int = 
     out = None
     batches = iterate_batches(enc, batch_size)
     total = math.ceil(len(enc) / batch_size)
-    for index, batch in tqdm(batches, total=total, desc=desc, disable=not progress, leave=False):
+    for index, batch in progress_bar(batches, enabled=progress, total=total, desc=desc, leave=False):
         logits = model(**to_tensors(batch)).logits.float().numpy()
         if out is None:
             out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
@@ -175,8 +175,7 @@ def train(
                       "state": state}, ckpt_path)
 
     patience_evals = cfg.patience * cfg.evals_per_epoch
-    bar = tqdm(total=total_steps, initial=state["global_step"], desc=desc,
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(enabled=progress, total=total_steps, initial=state["global_step"], desc=desc)
     model.train()
     while state["epoch"] < cfg.epochs:
         batches = training_batches(lengths, cfg.batch_size, seed, state["epoch"])

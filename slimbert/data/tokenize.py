@@ -29,6 +29,16 @@ class EncodedSplit:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def head(self, n: int) -> EncodedSplit:
+        """The first ``n`` examples (all of them if there are fewer)."""
+        return EncodedSplit(
+            input_ids=self.input_ids[:n],
+            token_type_ids=self.token_type_ids[:n] if self.token_type_ids is not None else None,
+            labels=self.labels[:n],
+            pad_id=self.pad_id,
+            input_names=self.input_names,
+        )
+
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self))

@@ -125,7 +125,7 @@ def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validatio
     fusions = fuse_for_ort(path, model.config) if cfg.optimize else {}
     copy_model_metadata(model_dir, out_dir)
 
-    subset = _subset(validation, cfg.validate_examples)
+    subset = validation.head(cfg.validate_examples)
     reference = predict_logits(model, subset)
     session = get_runtime("ort-cpu").load(out_dir)
     candidate = session.predict(subset)
@@ -142,15 +142,3 @@ def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validatio
     return {"validation": {**check, "examples": len(subset)}, "fusions": fusions,
             "opset": cfg.opset, "exporter": cfg.exporter}
 
-
-def _subset(enc, n: int):
-    from dataclasses import replace
-
-    if len(enc) <= n:
-        return enc
-    return replace(
-        enc,
-        input_ids=enc.input_ids[:n],
-        token_type_ids=enc.token_type_ids[:n] if enc.token_type_ids else None,
-        labels=enc.labels[:n],
-    )

@@ -1,0 +1,442 @@
+"""An accuracy-regression gate for CI: may the candidate model replace the baseline?
+
+The gate compares two rows of bench reports that scored the *same* evaluation examples,
+so it can pair their predictions. Pairing is what makes a 1-point threshold testable on a
+test split of a few thousand sentences: the examples both models find hard cancel out, so
+for models that mostly agree (a student and its INT8 copy) the paired bootstrap interval of
+the difference is two to three times narrower than an unpaired one, and McNemar's test
+looks only at the examples they disagree on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimbert.data.metrics import classification_metrics
+from slimbert.errors import GateError
+
+METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}  # name -> how the summary says it
+# Drops are differences of floats: 86% - 85% is 1.0000000000000009 points, which must pass
+# a 1-point threshold.
+_EPS = 1e-9
+# Beyond this many discordant pairs the continuity-corrected chi-square is as good as the
+# exact binomial, and the exact big-integer sum grows quadratically in cost.
+_EXACT_MCNEMAR_LIMIT = 1000
+# Index matrices are drawn in chunks of about this many entries: bounded memory at any n.
+_BOOTSTRAP_CHUNK = 2_000_000
+_REPORT_HINT = "give the report.json a bench stage writes (<run folder>/report.json)."
+_RERUN_HINT = "re-run the bench with this version of slimbert; older reports lack it."
+
+
+@dataclass
+class GateConfig:
+    """Thresholds of the gate; every one that is set must hold for the gate to pass."""
+
+    metric: str = "accuracy"  # accuracy | macro_f1
+    max_drop: float | None = 1.0  # points (percentage points), baseline minus candidate
+    min_retention: float | None = None  # candidate / baseline, e.g. 0.985
+    confidence: float = 0.95
+    require_significance: bool = False  # the CI's upper bound of the drop must be <= max_drop
+    bootstrap_samples: int = 2000
+    seed: int = 0
+    max_latency_ratio: float | None = None  # candidate / baseline p50 at batch 1, same report only
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 100:
+            raise ValueError(f"max_drop is in percentage points, 0 to 100; got {self.max_drop}")
+        if self.min_retention is not None and not 0 < self.min_retention <= 1:
+            raise ValueError(f"min_retention is a ratio in (0, 1], e.g. 0.985; got {self.min_retention}")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must be between 0 and 1, e.g. 0.95; got {self.confidence}")
+        if self.bootstrap_samples < 100:
+            raise ValueError(f"bootstrap_samples must be >= 100 for a percentile interval, "
+                             f"got {self.bootstrap_samples}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.max_latency_ratio is not None and self.max_latency_ratio <= 0:
+            raise ValueError(f"max_latency_ratio must be positive, e.g. 1.1; got {self.max_latency_ratio}")
+        if self.require_significance and self.max_drop is None:
+            raise ValueError("require_significance tests the drop against max_drop; set max_drop too")
+        if self.max_drop is None and self.min_retention is None and self.max_latency_ratio is None:
+            raise ValueError("the gate has no threshold: set max_drop, min_retention or max_latency_ratio")
+
+
+@dataclass
+class GateResult:
+    """The verdict and the evidence behind it, ready for the renderers."""
+
+    passed: bool
+    checks: list[dict[str, Any]]  # name, value, threshold, passed, message
+    metric: str
+    baseline: str  # "artifact on target"
+    candidate: str
+    baseline_value: float  # metric as a fraction, 0..1
+    candidate_value: float
+    drop_points: float  # 100 * (baseline - candidate); negative: the candidate is better
+    retention: float  # candidate / baseline
+    drop_ci: tuple[float, float]  # paired bootstrap interval of drop_points
+    mcnemar_p: float
+    discordant: tuple[int, int]  # (only the baseline right, only the candidate right)
+    n: int
+    split: str | None
+    config: GateConfig = field(default_factory=GateConfig)
+
+
+# -- reading reports -----------------------------------------------------------------------
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """Read a bench report; anything unreadable is a usage error (exit 2), never a FAIL."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GateError(f"cannot read bench report {path}: {exc}", hint=_REPORT_HINT) from exc
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GateError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).",
+                        hint=_REPORT_HINT) from exc
+    if not (isinstance(report, dict) and isinstance(report.get("rows"), list)
+            and isinstance(report.get("dataset"), dict)):
+        raise GateError(f"{path} is not a bench report: it lacks 'rows' and 'dataset'.", hint=_REPORT_HINT)
+    return report
+
+
+def row_label(row: dict[str, Any]) -> str:
+    return f"{row.get('artifact')} on {row.get('target')}"
+
+
+def select_row(report: dict[str, Any], artifact: str | None, target: str | None) -> dict[str, Any]:
+    """The one row for ``artifact`` (and ``target``); None matches anything but must be unique."""
+    rows = report.get("rows") or []
+    matches = [r for r in rows if artifact in (None, r.get("artifact")) and target in (None, r.get("target"))]
+    if len(matches) == 1:
+        return matches[0]
+    available = ", ".join(row_label(r) for r in rows) or "none"
+    wanted = " on ".join(x for x in (artifact or "any artifact", target) if x)
+    hint = "name one of the available artifacts (CLI: --baseline-artifact/--candidate-artifact, --target)."
+    if matches:
+        raise GateError(f"{len(matches)} rows of the bench report match {wanted}; available: {available}.",
+                        hint=hint)
+    skipped = [u for u in report.get("unavailable") or []
+               if u.get("artifact") == artifact and target in (None, u.get("target"))]
+    why = "".join(f" ({artifact} was not measured on {u.get('target')}: {u.get('reason')})" for u in skipped)
+    raise GateError(f"no row for {wanted} in the bench report{why}; available: {available}.", hint=hint)
+
+
+def _int_array(values: Any, what: str) -> np.ndarray:
+    """Labels and predictions as non-negative ints: a negative id would index silently wrong."""
+    try:
+        array = np.asarray(values, dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise GateError(f"the {what} are not a list of integer class ids.", hint=_RERUN_HINT) from exc
+    if array.ndim != 1 or array.size == 0 or (array < 0).any():
+        raise GateError(f"the {what} are not a non-empty list of class ids >= 0.", hint=_RERUN_HINT)
+    return array
+
+
+def _report_labels(report: dict[str, Any], role: str) -> np.ndarray:
+    if report.get("labels") is None:
+        raise GateError(f"the {role} report has no 'labels' of its evaluation split.", hint=_RERUN_HINT)
+    return _int_array(report["labels"], f"{role} report's labels")
+
+
+def comparable_data(baseline_report: dict[str, Any], baseline_row: dict[str, Any],
+                    candidate_report: dict[str, Any], candidate_row: dict[str, Any],
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, baseline predictions, candidate predictions), or refuse to compare.
+
+    A paired comparison is only meaningful on the same examples in the same order; a
+    baseline from a different dataset or split would turn a data change into a "regression".
+    """
+    base_ds, cand_ds = baseline_report.get("dataset") or {}, candidate_report.get("dataset") or {}
+    for key in ("fingerprint", "split"):
+        if base_ds.get(key) != cand_ds.get(key):
+            raise GateError(
+                f"the reports were evaluated on different data: dataset {key} {base_ds.get(key)!r} "
+                f"(baseline) vs {cand_ds.get(key)!r} (candidate); a baseline from a different dataset "
+                "or split cannot gate this candidate.",
+                hint="bench the baseline and the candidate with the same dataset, seed and split.")
+    labels = _report_labels(baseline_report, "baseline")
+    if not np.array_equal(labels, _report_labels(candidate_report, "candidate")):
+        raise GateError("the reports' evaluation labels differ: a baseline from a different dataset or "
+                        "split cannot gate this candidate.",
+                        hint="bench the baseline and the candidate with the same dataset, seed and split.")
+    for row, role in ((baseline_row, "baseline"), (candidate_row, "candidate")):
+        if row.get("predictions") is None:
+            raise GateError(f"the {role} row {row_label(row)} has no per-example predictions.",
+                            hint=_RERUN_HINT)
+    base = _int_array(baseline_row["predictions"], f"baseline predictions of {row_label(baseline_row)}")
+    cand = _int_array(candidate_row["predictions"], f"candidate predictions of {row_label(candidate_row)}")
+    if base.size != cand.size or base.size != labels.size:
+        raise GateError(f"prediction counts differ: {base.size} (baseline), {cand.size} (candidate), "
+                        f"{labels.size} labels; the rows did not score the same examples.",
+                        hint="bench both on the same split of the same dataset.")
+    return labels, base, cand
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def score(labels: np.ndarray, preds: np.ndarray, metric: str, num_classes: int) -> float:
+    """The metric as the bench computes it, so the gate and the report never disagree."""
+    return classification_metrics(labels, preds, num_classes)[metric]
+
+
+def _resampled_drops(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, index: np.ndarray,
+                     metric: str, num_classes: int) -> np.ndarray:
+    if metric == "accuracy":  # a mean of per-example differences: vectorised
+        diff = (base == labels).astype(np.float64) - (cand == labels)
+        return 100 * diff[index].mean(axis=1)
+    return np.array([100 * (score(labels[i], base[i], metric, num_classes)
+                            - score(labels[i], cand[i], metric, num_classes)) for i in index])
+
+
+def paired_bootstrap_ci(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, *, metric: str,
+                        num_classes: int, samples: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile interval of the drop in points, resampling the same examples for both models.
+
+    Drawing one index set per resample for both keeps the pairing, which is what cancels
+    the examples that are hard for any model; a fixed seed makes CI verdicts reproducible.
+    """
+    rng = np.random.default_rng(seed)
+    n = labels.size
+    chunk = max(1, _BOOTSTRAP_CHUNK // n)
+    drops = np.empty(samples)
+    for start in range(0, samples, chunk):
+        index = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        drops[start:start + len(index)] = _resampled_drops(labels, base, cand, index, metric, num_classes)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(drops, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def discordant_pairs(labels: np.ndarray, base: np.ndarray, cand: np.ndarray) -> tuple[int, int]:
+    """(b, c): examples only the baseline gets right, and only the candidate gets right."""
+    base_ok, cand_ok = base == labels, cand == labels
+    return int(np.sum(base_ok & ~cand_ok)), int(np.sum(~base_ok & cand_ok))
+
+
+def mcnemar_p(b: int, c: int) -> float:
+    """Two-sided McNemar p-value for discordant counts ``b`` and ``c``.
+
+    Only disagreements carry evidence; if the models were equally good each would be a fair
+    coin flip, hence the exact binomial test (chi-square with continuity correction when large).
+    """
+    n = b + c
+    if n == 0:
+        return 1.0
+    if n > _EXACT_MCNEMAR_LIMIT:
+        statistic = max(abs(b - c) - 1, 0) ** 2 / n
+        return math.erfc(math.sqrt(statistic / 2))  # survival function of chi-square, 1 dof
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def _mcnemar_method(b: int, c: int) -> str:
+    return "exact binomial" if b + c <= _EXACT_MCNEMAR_LIMIT else "chi-square, continuity-corrected"
+
+
+# -- checks --------------------------------------------------------------------------------
+
+
+def _check(name: str, value: float, threshold: float, passed: bool, message: str) -> dict[str, Any]:
+    return {"name": name, "value": value, "threshold": threshold, "passed": bool(passed), "message": message}
+
+
+def _describe_drop(metric: str, drop: float) -> str:
+    if abs(drop) < _EPS:
+        return f"{METRICS[metric]} is unchanged"
+    return f"{METRICS[metric]} {'dropped' if drop > 0 else 'rose'} {abs(drop):.2f} points"
+
+
+def _metric_checks(cfg: GateConfig, drop: float, retention: float, ci_high: float) -> list[dict[str, Any]]:
+    checks = []
+    if cfg.max_drop is not None:
+        ok = drop <= cfg.max_drop + _EPS
+        bound = "within" if ok else "more than"
+        checks.append(_check("max_drop", drop, cfg.max_drop, ok,
+                             f"{_describe_drop(cfg.metric, drop)}, {bound} the {cfg.max_drop:g} allowed"))
+    if cfg.require_significance:
+        ok = ci_high <= cfg.max_drop + _EPS
+        verdict = "significantly within" if ok else "not significantly within"
+        checks.append(_check("max_drop_ci_upper", ci_high, cfg.max_drop, ok,
+                             f"the drop's {cfg.confidence:.0%} CI reaches {ci_high:.2f} points, "
+                             f"so it is {verdict} the {cfg.max_drop:g}-point tolerance"))
+    if cfg.min_retention is not None:
+        ok = retention >= cfg.min_retention - _EPS
+        bound = "at least" if ok else "less than"
+        checks.append(_check("min_retention", retention, cfg.min_retention, ok,
+                             f"the candidate keeps {retention:.4f} of the baseline's {METRICS[cfg.metric]}, "
+                             f"{bound} the {cfg.min_retention:g} required"))
+    return checks
+
+
+def _p50_batch1(row: dict[str, Any]) -> float:
+    by_batch = {s.get("batch_size"): s.get("p50_ms") for s in row.get("latency") or []}
+    p50 = by_batch.get(1)
+    if not isinstance(p50, (int, float)) or p50 <= 0:
+        measured = ", ".join(str(b) for b in by_batch) or "none"
+        raise GateError(f"{row_label(row)} has no p50 latency at batch size 1 (batch sizes measured: "
+                        f"{measured}).", hint="bench with batch size 1 included, e.g. --batch-sizes 1,32.")
+    return float(p50)
+
+
+def _latency_check(cfg: GateConfig, baseline_report: dict[str, Any], baseline_row: dict[str, Any],
+                   candidate_report: dict[str, Any], candidate_row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Latency is only compared within one report: other runs mean other machines and load."""
+    if cfg.max_latency_ratio is None:
+        return []
+    if baseline_report is not candidate_report and baseline_report != candidate_report:
+        raise GateError("the latency check needs both rows from one bench report: latencies measured in "
+                        "different runs (machine, load, threads) are not comparable.",
+                        hint="bench baseline and candidate side by side and pass that one report with "
+                             "--baseline-artifact and --candidate-artifact, or drop --max-latency-ratio.")
+    ratio = _p50_batch1(candidate_row) / _p50_batch1(baseline_row)
+    ok = ratio <= cfg.max_latency_ratio + _EPS
+    bound = "within" if ok else "more than"
+    return [_check("max_latency_ratio", ratio, cfg.max_latency_ratio, ok,
+                   f"the candidate's p50 latency at batch 1 is {ratio:.2f}x the baseline's, "
+                   f"{bound} the {cfg.max_latency_ratio:g}x allowed")]
+
+
+def evaluate_gate(baseline_report: dict[str, Any], baseline_row: dict[str, Any],
+                  candidate_report: dict[str, Any], candidate_row: dict[str, Any],
+                  cfg: GateConfig) -> GateResult:
+    """Compare the candidate row against the baseline row; raises GateError if they are not comparable."""
+    labels, base, cand = comparable_data(baseline_report, baseline_row, candidate_report, candidate_row)
+    num_classes = int(max(labels.max(), base.max(), cand.max())) + 1
+    base_value = score(labels, base, cfg.metric, num_classes)
+    cand_value = score(labels, cand, cfg.metric, num_classes)
+    drop = 100 * (base_value - cand_value)
+    retention = cand_value / base_value if base_value > 0 else (1.0 if cand_value == 0 else math.inf)
+    ci = paired_bootstrap_ci(labels, base, cand, metric=cfg.metric, num_classes=num_classes,
+                             samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+    b, c = discordant_pairs(labels, base, cand)
+    checks = _metric_checks(cfg, drop, retention, ci[1])
+    checks += _latency_check(cfg, baseline_report, baseline_row, candidate_report, candidate_row)
+    return GateResult(
+        passed=all(check["passed"] for check in checks), checks=checks, metric=cfg.metric,
+        baseline=row_label(baseline_row), candidate=row_label(candidate_row),
+        baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
+        drop_ci=ci, mcnemar_p=mcnemar_p(b, c), discordant=(b, c), n=int(labels.size),
+        split=(baseline_report.get("dataset") or {}).get("split"), config=cfg,
+    )
+
+
+# -- rendering -----------------------------------------------------------------------------
+
+_CHECK_TITLES = {
+    "max_drop": "{metric} drop",
+    "max_drop_ci_upper": "{metric} drop, CI upper bound",
+    "min_retention": "{metric} retention",
+    "max_latency_ratio": "p50 latency ratio, batch 1",
+}
+
+
+def _format_check(check: dict[str, Any], metric: str) -> tuple[str, str, str]:
+    """(title, value, threshold) in the check's own unit."""
+    title = _CHECK_TITLES.get(check["name"], check["name"]).format(metric=METRICS[metric])
+    value, threshold = check["value"], check["threshold"]
+    if check["name"].startswith("max_drop"):
+        return title, f"{value:.2f} points", f"<= {threshold:.2f} points"
+    if check["name"] == "min_retention":
+        return title, f"{value:.4f}", f">= {threshold:g}"
+    return title, f"{value:.2f}x", f"<= {threshold:g}x"
+
+
+def _explain(result: GateResult) -> str:
+    """One sentence a reviewer can act on, including whether the difference may be noise."""
+    alpha = 1 - result.config.confidence
+    significant = result.mcnemar_p < alpha
+    if result.passed:
+        note = ""
+        if significant and result.drop_points > 0:
+            note = (f" Its {METRICS[result.metric]} is lower by a statistically significant margin "
+                    f"(p = {result.mcnemar_p:.3g}), but within tolerance.")
+        return f"The candidate may replace the baseline: every threshold holds.{note}"
+    failed = [check for check in result.checks if not check["passed"]]
+    text = f"The candidate must not replace the baseline: {'; '.join(c['message'] for c in failed)}."
+    if any(c["name"] in ("max_drop", "min_retention") for c in failed) and not significant:
+        text += (f" The difference is not statistically significant (McNemar p = {result.mcnemar_p:.3g}), "
+                 f"so it may be noise of a {result.n}-example split; a larger split would tell.")
+    return text
+
+
+def render_markdown(result: GateResult) -> str:
+    """A summary for a CI job page ($GITHUB_STEP_SUMMARY) and the terminal alike."""
+    metric = METRICS[result.metric]
+    low, high = result.drop_ci
+    b, c = result.discordant
+    lines = [
+        f"## slimbert gate: {'PASS' if result.passed else 'FAIL'}",
+        "",
+        f"Candidate **{result.candidate}** vs baseline **{result.baseline}**: {metric} on "
+        f"{result.n} examples of the {result.split or 'evaluation'} split.",
+        "",
+        "| check | value | threshold | result |",
+        "|---|---|---|---|",
+    ]
+    for check in result.checks:
+        title, value, threshold = _format_check(check, result.metric)
+        lines.append(f"| {title} | {value} | {threshold} | {'pass' if check['passed'] else '**FAIL**'} |")
+    lines += [
+        "",
+        f"- {metric}: baseline {result.baseline_value:.2%}, candidate {result.candidate_value:.2%} "
+        f"(drop {result.drop_points:+.2f} points, retention {result.retention:.4f})",
+        f"- {result.config.confidence:.0%} paired bootstrap CI of the drop: [{low:+.2f}, {high:+.2f}] points "
+        f"({result.config.bootstrap_samples} resamples, seed {result.config.seed})",
+        f"- McNemar test ({_mcnemar_method(b, c)}): p = {result.mcnemar_p:.3g}; {b} examples only the "
+        f"baseline gets right, {c} only the candidate",
+        "",
+        _explain(result),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_junit(result: GateResult) -> str:
+    """JUnit XML, one testcase per check, so CI dashboards show which threshold failed."""
+    failures = sum(not check["passed"] for check in result.checks)
+    suite = ET.Element("testsuite", name="slimbert-gate", tests=str(len(result.checks)),
+                       failures=str(failures), errors="0", skipped="0")
+    properties = ET.SubElement(suite, "properties")
+    for name, value in (("baseline", result.baseline), ("candidate", result.candidate),
+                        ("metric", result.metric), ("n", result.n), ("mcnemar_p", f"{result.mcnemar_p:.6g}"),
+                        ("drop_ci", f"{result.drop_ci[0]:.4f},{result.drop_ci[1]:.4f}")):
+        ET.SubElement(properties, "property", name=name, value=str(value))
+    for check in result.checks:
+        case = ET.SubElement(suite, "testcase", classname="slimbert.gate", name=check["name"])
+        if not check["passed"]:
+            failure = ET.SubElement(case, "failure", type="threshold", message=check["message"])
+            failure.text = f"value {check['value']:.6g}, threshold {check['threshold']:g}"
+    ET.SubElement(suite, "system-out").text = render_markdown(result)
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Temp file + rename, so a CI step that reads the file never sees half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
