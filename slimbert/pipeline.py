@@ -137,10 +137,7 @@ class _Run:
 
 def _input_fingerprint(entry: StageInput | BenchEntry) -> str:
     art = read_artifact(entry.path)
-    if art is not None:
-        return sha256_json(art.manifest.files)
-    return model_fingerprint(entry.path) if entry.kind == "hf-model" else sha256_json(
-        {f.name: f.stat().st_size for f in entry.path.iterdir()})
+    return sha256_json(art.manifest.files) if art is not None else model_fingerprint(entry.path)
 
 
 def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 
 from slimbert.compress.trainer import TrainConfig, evaluate, label_tensor, train
@@ -32,6 +33,7 @@ def finetune(
 ) -> dict[str, Any]:
     """Fine-tune the model in ``model_dir`` on ``data``; save it to ``out_dir``."""
     tokenizer = load_tokenizer(model_dir)
+    torch.manual_seed(seed)  # the new classification head's initialisation follows the seed
     model = load_classifier(model_dir, data.label_names)
     enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
     labels = enc["train"].labels

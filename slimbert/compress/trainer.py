@@ -45,6 +45,7 @@ class TrainConfig:
     metric: str = "accuracy"  # dev metric for early stopping / best checkpoint
     evals_per_epoch: int = 1
     checkpoint_every: int = 100  # optimiser steps between resumable checkpoints
+    length_pool: int = 50  # batches per length-sorted pool (less padding); 1 = random batches
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -57,8 +58,8 @@ class TrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.metric not in ("accuracy", "macro_f1", "mcc"):
             raise ValueError(f"metric must be accuracy, macro_f1 or mcc, got {self.metric!r}")
-        if self.evals_per_epoch < 1 or self.checkpoint_every < 1:
-            raise ValueError("evals_per_epoch and checkpoint_every must be >= 1")
+        if self.evals_per_epoch < 1 or self.checkpoint_every < 1 or self.length_pool < 1:
+            raise ValueError("evals_per_epoch, checkpoint_every and length_pool must be >= 1")
 
 
 @dataclass
@@ -178,7 +179,7 @@ def train(
     bar = progress_bar(enabled=progress, total=total_steps, initial=state["global_step"], desc=desc)
     model.train()
     while state["epoch"] < cfg.epochs:
-        batches = training_batches(lengths, cfg.batch_size, seed, state["epoch"])
+        batches = training_batches(lengths, cfg.batch_size, seed, state["epoch"], cfg.length_pool)
         for step in range(state["step_in_epoch"], len(batches)):
             index = batches[step]
             batch = to_tensors(collate(train_enc, index))

@@ -86,15 +86,17 @@ def collate(enc: EncodedSplit, index: np.ndarray) -> dict[str, np.ndarray]:
     return batch
 
 
-def training_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
-    """The epoch's batches of example indices; a pure function of (seed, epoch).
+def training_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                     pool_batches: int = POOL_BATCHES) -> list[np.ndarray]:
+    """The epoch's batches of example indices; a pure function of its arguments.
 
     Being pure is what makes mid-epoch resume exact: a resumed run rebuilds the same
-    list and skips the batches it already trained on.
+    list and skips the batches it already trained on. ``pool_batches=1`` gives plain
+    random batches (no length grouping).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    pool = batch_size * POOL_BATCHES
+    pool = batch_size * pool_batches
     batches = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]

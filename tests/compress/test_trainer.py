@@ -85,3 +85,18 @@ def test_config_validation():
         TrainConfig(epochs=0)
     with pytest.raises(ValueError, match="metric"):
         TrainConfig(metric="loss")
+
+
+def test_finetune_is_reproducible_for_a_seed(sentiment_csv, tiny_encoder, tmp_path):
+    from safetensors.torch import load_file
+
+    from slimbert.compress.finetune import FinetuneConfig, finetune
+
+    data = load_dataset(DatasetConfig(source=str(sentiment_csv), limit=64))
+    cfg = FinetuneConfig(epochs=1, lr=1e-3, batch_size=16, patience=0)
+    for run in ("a", "b"):
+        torch.manual_seed(1234 if run == "a" else 99)  # global RNG state must not matter
+        finetune(tiny_encoder, data, cfg, tmp_path / run, tmp_path / f"w{run}", max_length=32, seed=5,
+                 progress=False)
+    a, b = (load_file(tmp_path / run / "model.safetensors") for run in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
