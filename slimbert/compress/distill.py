@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,25 +137,18 @@ def distill(
                 out.hidden_states, t_hidden, mapping, batch["attention_mask"])
         return loss
 
-    start = time.perf_counter()
     result = train(student, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn,
                    work_dir, seed, desc=f"distill {len(layers)}L", progress=progress)
-    train_s = time.perf_counter() - start
     test = evaluate(student, enc["test"], data.num_labels)
     teacher_test = evaluate(teacher, enc["test"], data.num_labels)
     student.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return {
         "test": test,
-        "dev": result.best_dev,
         "teacher_test": teacher_test,
         "retention": test["accuracy"] / teacher_test["accuracy"],
         "teacher_layers": layers,
         "params": sum(p.numel() for p in student.parameters()),
         "teacher_params": sum(p.numel() for p in teacher.parameters()),
-        "train_seconds": round(train_s, 1),
-        "steps": result.steps,
-        "stopped_early": result.stopped_early,
-        "resumed_from_step": result.resumed_from_step,
-        "history": result.history,
+        **result.metrics(),
     }

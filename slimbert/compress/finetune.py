@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +40,9 @@ def finetune(
     def loss_fn(m, batch, index):
         return F.cross_entropy(m(**batch).logits, label_tensor(labels, index))
 
-    start = time.perf_counter()
     result = train(model, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn,
                    work_dir, seed, desc="finetune", progress=progress)
-    train_s = time.perf_counter() - start
     test = evaluate(model, enc["test"], data.num_labels)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    return {
-        "test": test,
-        "dev": result.best_dev,
-        "train_seconds": round(train_s, 1),
-        "steps": result.steps,
-        "stopped_early": result.stopped_early,
-        "resumed_from_step": result.resumed_from_step,
-        "history": result.history,
-    }
+    return {"test": test, **result.metrics()}

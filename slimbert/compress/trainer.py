@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,13 @@ class TrainResult:
     steps: int = 0
     stopped_early: bool = False
     resumed_from_step: int = 0
+    seconds: float = 0.0  # wall time of this process's share of the training
+
+    def metrics(self) -> dict[str, Any]:
+        """What every training stage records in its manifest."""
+        return {"dev": self.best_dev, "train_seconds": round(self.seconds, 1), "steps": self.steps,
+                "stopped_early": self.stopped_early, "resumed_from_step": self.resumed_from_step,
+                "history": self.history}
 
 
 def label_tensor(labels: np.ndarray, index: np.ndarray) -> torch.Tensor:
@@ -134,6 +142,7 @@ def train(
 
     ``work_dir`` holds the checkpoint; if one is there the run resumes from it.
     """
+    start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
@@ -228,4 +237,4 @@ def train(
     model.eval()
     return TrainResult(best_dev=state["best"], history=state["history"],
                        steps=state["global_step"], stopped_early=state["stopped_early"],
-                       resumed_from_step=resumed_from)
+                       resumed_from_step=resumed_from, seconds=time.perf_counter() - start)
