@@ -51,13 +51,18 @@ class SlimbertGroup(click.Group):
 @click.version_option(package_name="slimbert")
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
-    """Compress, export and benchmark BERT-family classifiers.
+    """Compress, export, benchmark, gate and deploy BERT-family classifiers.
 
     \b
     Quick start (offline, built-in model and data):
       slimbert run                      fine-tune, distil, export, quantize, bench
       slimbert run examples/default.yaml --out runs/mine
       slimbert bench --list-targets     what can run on this machine
+      slimbert gate --baseline runs/default/report.json \\
+          --baseline-artifact student-onnx --candidate-artifact student-int8
+      slimbert deploy runs/default/student-int8 --device pi4 --bench
+
+    Every command takes --help; errors say what was wrong and how to fix it.
     """
     _setup_logging(-1 if quiet else verbose)
     ctx.obj = {"progress": not quiet}
