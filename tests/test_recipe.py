@@ -28,7 +28,7 @@ def test_default_recipe_parses_and_matches_the_example():
 
 
 def test_every_example_recipe_parses():
-    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    examples = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "devices.yaml")
     assert examples
     for path in examples:
         load_recipe(path)
