@@ -57,19 +57,23 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file + rename so readers never see half a file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temp file + rename, so no reader (or crash) sees half a file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=str)
-            fh.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 @dataclass

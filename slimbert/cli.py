@@ -232,8 +232,8 @@ def _float_or_none(ctx: click.Context, param: click.Parameter, value: Any) -> fl
 
 
 def _write_gate_outputs(markdown: str, junit_xml: str, junit: Path | None, summary: Path | None) -> None:
+    from slimbert.artifacts import write_text_atomic
     from slimbert.errors import GateError
-    from slimbert.gate import write_text_atomic
 
     for path, text in ((junit, junit_xml), (summary, markdown)):
         if path is None:

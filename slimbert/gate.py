@@ -10,11 +10,8 @@ looks only at the examples they disagree on.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -425,18 +422,3 @@ def render_junit(result: GateResult) -> str:
     ET.SubElement(suite, "system-out").text = render_markdown(result)
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file + rename, so a CI step that reads the file never sees half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

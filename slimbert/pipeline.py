@@ -22,6 +22,7 @@ from slimbert.artifacts import (
     read_artifact,
     sha256_json,
     write_json_atomic,
+    write_text_atomic,
 )
 from slimbert.bench.run import BenchEntry
 from slimbert.data import TextClassificationData, load_dataset
@@ -195,9 +196,8 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             run.done[spec.name] = StageInput(spec.name, dest, artifact.kind,
                                              sha256_json(artifact.manifest.files))
         if artifact.kind == "report":
-            for name in ("report.md", "report.json"):
-                shutil.copy2(dest / name, out_dir / f".{name}.tmp")
-                (out_dir / f".{name}.tmp").replace(out_dir / name)
+            for name in ("report.md", "report.json"):  # the run's headline, at its top level
+                write_text_atomic(out_dir / name, (dest / name).read_text())
     write_json_atomic(out_dir / "run.json", {
         "recipe": recipe.name,
         "stages": [{"name": s.name, "type": s.type, "status": s.status,

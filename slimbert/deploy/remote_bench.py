@@ -137,8 +137,8 @@ def append_rows(report_path: Path, rows: list[dict[str, Any]]) -> Path:
     A row for the same artifact and target replaces the old one, so re-running a deploy
     bench updates the table instead of growing it.
     """
+    from slimbert.artifacts import write_text_atomic
     from slimbert.bench.report import render_markdown
-    from slimbert.gate import write_text_atomic
 
     report_path = Path(report_path)
     report = load_report(report_path)
