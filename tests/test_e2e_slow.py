@@ -32,8 +32,8 @@ def test_default_recipe_shortened_on_real_assets(real_cache, tmp_path):
     data = load_recipe().to_dict()
     data["dataset"]["limit"] = 1500
     for stage in data["stages"]:
-        if stage["type"] in ("finetune", "distill"):
-            stage["epochs"] = 1
+        if stage["type"] in ("finetune", "distill"):  # as examples/ci-smoke.yaml
+            stage.update(epochs=2, lr=1e-4, patience=0)
         if stage["type"] == "bench":
             stage.update(budget_s=0.2, min_iters=3, batch_sizes=[1, 8])
     result = run_recipe(recipe_from_dict(data), tmp_path, progress=False)
