@@ -1,6 +1,6 @@
 """Reproduce the README's default-pipeline table: time every stage and bench every artifact.
 
-    python benchmarks/default_pipeline.py [--out runs/bench-default] [--fresh]
+    python benchmarks/default_pipeline.py [--out runs/bench-default] [--fresh] [--results PATH]
 
 Runs the built-in default recipe (fine-tune MiniLM-L6, distil to 3 layers, export, INT8,
 bench) and writes benchmarks/results/default_pipeline.json: stage wall times, the bench
@@ -25,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench-default"))
     parser.add_argument("--fresh", action="store_true", help="delete the run folder first (full rerun)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
     if args.fresh:
         shutil.rmtree(args.out, ignore_errors=True)
@@ -42,9 +43,9 @@ def main() -> None:
         "student_retention": metrics["student"]["retention"],
         "bench": report,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {RESULTS} ({total:.0f} s)")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {args.results} ({total:.0f} s)")
 
 
 if __name__ == "__main__":
