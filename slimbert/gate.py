@@ -10,7 +10,6 @@ looks only at the examples they disagree on.
 
 from __future__ import annotations
 
-import json
 import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from slimbert.bench.report import read_report
 from slimbert.data.metrics import classification_metrics
 from slimbert.errors import GateError
 
@@ -96,18 +96,9 @@ class GateResult:
 
 def load_report(path: Path) -> dict[str, Any]:
     """Read a bench report; anything unreadable is a usage error (exit 2), never a FAIL."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GateError(f"cannot read bench report {path}: {exc}", hint=_REPORT_HINT) from exc
-    try:
-        report = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GateError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).",
-                        hint=_REPORT_HINT) from exc
-    if not (isinstance(report, dict) and isinstance(report.get("rows"), list)
-            and isinstance(report.get("dataset"), dict)):
-        raise GateError(f"{path} is not a bench report: it lacks 'rows' and 'dataset'.", hint=_REPORT_HINT)
+    report = read_report(path, GateError, _REPORT_HINT, required=("rows", "dataset"))
+    if not isinstance(report["dataset"], dict):
+        raise GateError(f"{path} is not a bench report: its 'dataset' is not a mapping.", hint=_REPORT_HINT)
     return report
 
 

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+from slimbert.errors import SlimbertError
+
+
+def read_report(path: Path, error: type[SlimbertError], hint: str,
+                required: tuple[str, ...] = ("rows",)) -> dict[str, Any]:
+    """A bench report.json, or ``error`` (the caller's SlimbertError) saying what is wrong."""
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"cannot read bench report {path}: {exc}", hint=hint) from exc
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).", hint=hint) from exc
+    if not isinstance(report, dict) or not isinstance(report.get("rows"), list) or any(
+            key not in report for key in required):
+        raise error(f"{path} is not a bench report: it lacks {' and '.join(map(repr, required))}.",
+                    hint=hint)
+    return report
 
 
 def _fmt(value: Any, spec: str) -> str:

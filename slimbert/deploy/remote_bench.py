@@ -106,12 +106,9 @@ def remote_bench(device: Device, cfg: RemoteBenchConfig | None = None,
 
 def load_report(path: Path) -> dict[str, Any]:
     """A bench report.json that deploy may add rows to."""
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise DeployError(f"cannot read bench report {path}: {exc}", hint=_REPORT_HINT) from exc
-    if not isinstance(report, dict) or not isinstance(report.get("rows"), list) or "config" not in report:
-        raise DeployError(f"{path} is not a bench report (no rows/config).", hint=_REPORT_HINT)
+    from slimbert.bench.report import read_report
+
+    report = read_report(path, DeployError, _REPORT_HINT, required=("rows", "config"))
     manifest = Path(path).parent / MANIFEST
     if manifest.is_file() and Path(path).name in json.loads(manifest.read_text()).get("files", {}):
         raise DeployError(f"{path} belongs to the bench stage's artifact; editing it would break its "
