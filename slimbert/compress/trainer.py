@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from slimbert.data import EncodedSplit, classification_metrics, collate, iterate_batches
+from slimbert.data import EncodedSplit, classification_metrics, collate
 from slimbert.data.tokenize import training_batches
 from slimbert.progress import progress_bar
 
@@ -90,19 +90,17 @@ def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, enc: EncodedSplit, batch_size: int = 64,
                    desc: str | None = None, progress: bool = False) -> np.ndarray:
-    """Logits for every example, in the split's order."""
+    """Logits for every example, in the split's order (the model is left in its mode)."""
+    from slimbert.runtimes.torch_runtime import TorchSession
+
     was_training = model.training
     model.eval()
-    out = None
-    batches = iterate_batches(enc, batch_size)
-    total = math.ceil(len(enc) / batch_size)
-    for index, batch in progress_bar(batches, enabled=progress, total=total, desc=desc, leave=False):
-        logits = model(**to_tensors(batch)).logits.float().numpy()
-        if out is None:
-            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
-        out[index] = logits
-    model.train(was_training)
-    return out
+    try:
+        device = next(model.parameters()).device.type
+        session = TorchSession(model, device, torch.float32, enc.input_names)
+        return session.predict(enc, batch_size, desc=desc, progress=progress)
+    finally:
+        model.train(was_training)
 
 
 def evaluate(model: torch.nn.Module, enc: EncodedSplit, num_labels: int) -> dict[str, Any]:

@@ -23,12 +23,16 @@ class Session(ABC):
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Logits for a padded batch (int64 arrays keyed by input name)."""
 
-    def predict(self, enc, batch_size: int = 64) -> np.ndarray:
+    def predict(self, enc, batch_size: int = 64, desc: str | None = None,
+                progress: bool = False) -> np.ndarray:
         """Logits for every example of an EncodedSplit, in its order."""
         from slimbert.data import iterate_batches
+        from slimbert.progress import progress_bar
 
         out = None
-        for index, batch in iterate_batches(enc, batch_size):
+        batches = iterate_batches(enc, batch_size)
+        total = -(-len(enc) // batch_size)
+        for index, batch in progress_bar(batches, enabled=progress, total=total, desc=desc, leave=False):
             logits = self.run({k: v for k, v in batch.items() if k in self.input_names})
             if out is None:
                 out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
