@@ -82,7 +82,12 @@ def _run_export_onnx(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
-    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+    tokenizer = load_tokenizer(ctx.input.path)
+    train = ctx.data.splits["train"]
+    calibration = train.take(list(range(min(ctx.config.calibration_examples, len(train)))))
+    dev = _validation_split(ctx, n=len(ctx.data.splits["dev"]))
+    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, dev,
+                         encode_split(tokenizer, calibration, ctx.max_length), progress=ctx.progress)
 
 
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
@@ -104,7 +109,8 @@ STAGES: dict[str, StageType] = {
         StageType("export-onnx", OnnxExportConfig, "hf-model", "onnx", _run_export_onnx,
                   "export to ONNX, fuse for ONNX Runtime, validate against PyTorch"),
         StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
-                  "quantize an ONNX graph to INT8 with ONNX Runtime"),
+                  "quantize an ONNX graph with ONNX Runtime: dynamic or static INT8, FP8 QDQ; "
+                  "optionally keep sensitive nodes in fp32 to meet an accuracy tolerance"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )

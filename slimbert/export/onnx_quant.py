@@ -1,27 +1,44 @@
-"""ONNX Runtime INT8 quantization of an exported (and fused) graph.
+"""Quantize an exported ONNX graph: dynamic INT8, static INT8 (QDQ or QOperator), FP8 QDQ.
 
-Peers quantize the plain export because quantizing a fused graph stops on ORT's
-"Unable to find data type for weight_name" (the contrib ops carry no shape inference).
-ORT's own DefaultTensorType option resolves that, so slimbert quantizes the fused graph
-and keeps both wins: fused attention/layernorm kernels and INT8 matmuls.
+Methods form a registry (``QUANTIZERS``): each takes the shape-annotated fp32 graph and
+writes the quantized one. Around them this module does what every method shares:
+calibration (streamed, cached, reused), the CPU-dependent choice of INT8 types, the
+accuracy check against the fp32 source on dev examples, and, when a tolerance is set, the
+sensitivity search that keeps the most damaging nodes in fp32 (``quant_repair``).
+
+Peers quantize the plain export because quantizing a fused graph stops on ORT's "Unable to
+find data type for weight_name" (the contrib ops carry no shape inference). slimbert
+annotates the fused graph with ORT's symbolic shape inference (and passes ORT's
+DefaultTensorType), so it keeps both wins: fused attention/layernorm and INT8 matmuls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from slimbert.data import EncodedSplit
+from slimbert.errors import ExportError
+from slimbert.export.calibration import CalibrationName, calibrate, ort_method, with_inferred_shapes
+from slimbert.export.cpu_isa import ISA_NAMES, Int8Formats, int8_formats
 from slimbert.export.onnx import ONNX_FILE, compare_logits, copy_model_metadata
 
 log = logging.getLogger(__name__)
 
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
+             "MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd"}
+
 
 @contextlib.contextmanager
 def _root_warnings_silenced() -> Iterator[None]:
+    """ORT logs "consider pre-processing" on the root logger for every call."""
     root = logging.getLogger()
     previous = root.level
     root.setLevel(logging.ERROR)
@@ -33,39 +50,281 @@ def _root_warnings_silenced() -> Iterator[None]:
 
 @dataclass
 class OnnxQuantizeConfig:
-    """Dynamic INT8: weights quantized offline, activations per batch at run time."""
+    """How to quantize. ``auto`` types follow the CPU's instruction set (see cpu_isa.py).
 
-    mode: Literal["dynamic"] = "dynamic"
-    weight_type: Literal["qint8", "quint8"] = "qint8"
-    per_channel: bool = False
-    reduce_range: bool = False
-    op_types: list[str] | None = None  # None: every op type ORT can quantize dynamically
+    mode: dynamic (weights offline, activations per batch at run time: no calibration),
+    static (activations calibrated on training examples; fastest on CPU), fp8 (E4M3/E5M2
+    QDQ for GPUs with FP8 tensor cores; ONNX Runtime runs it on CPU, emulated, to check
+    accuracy).
+    """
+
+    mode: Literal["dynamic", "static", "fp8"] = "dynamic"
+    format: Literal["qoperator", "qdq"] = "qoperator"  # static INT8 only
+    # ORT's static quantizer has no rule for the fused Attention op, which holds a quarter of
+    # an encoder layer's matmul work; "dynamic" quantizes it in a second pass (QAttention)
+    attention: Literal["dynamic", "fp32"] = "dynamic"
+    activation_type: Literal["auto", "uint8", "int8"] = "auto"
+    weight_type: Literal["auto", "uint8", "int8"] = "auto"
+    reduce_range: bool | None = None  # 7-bit weights; None: from the instruction set
+    target_isa: str = "auto"  # which CPU to choose INT8 types for; auto: this one
+    per_channel: bool = False  # INT8 weights; FP8 weights are per channel unless false
+    activation_symmetric: bool = False
+    calibration: CalibrationName = "minmax"
+    calibration_examples: int = 512
+    calibration_batch_size: int = 32
+    percentile: float = 99.999
+    fp8_format: Literal["e4m3fn", "e5m2"] = "e4m3fn"
+    fp8_per_channel: bool = True
+    op_types: list[str] | None = None  # None: every op type the method quantizes
     exclude_nodes: list[str] | None = None
+    exclude_op_types: list[str] | None = None
+    tolerance: float | None = None  # max dev-accuracy drop in points; keep sensitive nodes in fp32
+    max_fallback_nodes: int = 12
+
+    def __post_init__(self) -> None:
+        if self.target_isa != "auto" and self.target_isa not in ISA_NAMES:
+            raise ValueError(f"target_isa must be auto or one of {', '.join(ISA_NAMES)}, "
+                             f"got {self.target_isa!r}")
+        if self.calibration_examples < 1 or self.calibration_batch_size < 1:
+            raise ValueError("calibration_examples and calibration_batch_size must be >= 1")
+        if not 90 < self.percentile < 100:
+            raise ValueError(f"percentile must be in (90, 100), got {self.percentile}")
+        if self.tolerance is not None and self.tolerance < 0:
+            raise ValueError(f"tolerance must be >= 0 points, got {self.tolerance}")
+        if self.mode == "fp8" and self.calibration not in ("minmax", "percentile"):
+            raise ValueError("fp8 scales come from a calibrated range: calibration must be "
+                             f"minmax or percentile, got {self.calibration!r}")
+        if self.max_fallback_nodes < 1:
+            raise ValueError("max_fallback_nodes must be >= 1")
+
+    def int8_formats(self) -> Int8Formats:
+        """The INT8 types after resolving ``auto`` against the target instruction set."""
+        chosen = int8_formats(None if self.target_isa == "auto" else self.target_isa)
+        activation = chosen.activation_type if self.activation_type == "auto" else self.activation_type
+        weight = chosen.weight_type if self.weight_type == "auto" else self.weight_type
+        reduce = chosen.reduce_range if self.reduce_range is None else self.reduce_range
+        if (activation, weight, reduce) == (chosen.activation_type, chosen.weight_type, chosen.reduce_range):
+            return chosen
+        return Int8Formats(chosen.isa, activation, weight, reduce, "set in the recipe")
 
 
-def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, validation) -> dict[str, Any]:
-    """Quantize ``src_dir/model.onnx`` into ``out_dir``; report agreement with the source."""
+@dataclass
+class QuantJob:
+    """One quantization of one graph: what a method needs besides the config."""
+
+    source: Path  # fp32 graph with inferred shapes
+    output: Path
+    cfg: OnnxQuantizeConfig
+    formats: Int8Formats
+    calibration_cache: Path | None
+    exclude_nodes: list[str] = field(default_factory=list)  # chosen by the repair
+    only_nodes: list[str] | None = None  # sensitivity analysis: quantize just these
+
+    def excluded(self) -> list[str]:
+        """Nodes kept in fp32: the recipe's list, its op types, and the repair's choice."""
+        import onnx
+
+        names = set(self.cfg.exclude_nodes or []) | set(self.exclude_nodes)
+        if self.cfg.exclude_op_types:
+            graph = onnx.load(str(self.source), load_external_data=False).graph
+            names |= {n.name for n in graph.node if n.op_type in self.cfg.exclude_op_types}
+        return sorted(names)
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[name]
+
+
+def _extra_options(cfg: OnnxQuantizeConfig) -> dict[str, Any]:
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    return {"DefaultTensorType": onnx.TensorProto.FLOAT, "ActivationSymmetric": cfg.activation_symmetric}
+
+
+def _dynamic_pass(job: QuantJob, source: Path, op_types: list[str] | None) -> None:
+    from onnxruntime.quantization import quantize_dynamic
+
+    quantize_dynamic(str(source), str(job.output), weight_type=_quant_type(job.formats.weight_type),
+                     per_channel=job.cfg.per_channel, reduce_range=job.formats.reduce_range,
+                     op_types_to_quantize=op_types, nodes_to_quantize=job.only_nodes,
+                     nodes_to_exclude=job.excluded(), extra_options=_extra_options(job.cfg))
+
+
+def _dynamic(job: QuantJob) -> dict[str, Any]:
+    _dynamic_pass(job, job.source, job.cfg.op_types)
+    return {"weight_type": job.formats.weight_type}
+
+
+def _static(job: QuantJob) -> dict[str, Any]:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    quantize_static(str(job.source), str(job.output), None, calibration_cache_path=job.calibration_cache,
+                    quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[job.cfg.format],
+                    op_types_to_quantize=job.cfg.op_types, per_channel=job.cfg.per_channel,
+                    reduce_range=job.formats.reduce_range,
+                    activation_type=_quant_type(job.formats.activation_type),
+                    weight_type=_quant_type(job.formats.weight_type), nodes_to_quantize=job.only_nodes,
+                    nodes_to_exclude=job.excluded(), calibrate_method=ort_method(job.cfg.calibration),
+                    extra_options=_extra_options(job.cfg))
+    dynamic_attention = _quantizes_attention_dynamically(job.cfg)
+    if dynamic_attention:
+        static_output = job.output.with_name(job.output.stem + ".static.onnx")
+        job.output.rename(static_output)
+        _dynamic_pass(job, static_output, ["Attention"])
+        static_output.unlink()
+    return {"format": job.cfg.format, "activation_type": job.formats.activation_type,
+            "weight_type": job.formats.weight_type, "attention": "dynamic" if dynamic_attention else "fp32"}
+
+
+def _quantizes_attention_dynamically(cfg: OnnxQuantizeConfig) -> bool:
+    return (cfg.mode == "static" and cfg.attention == "dynamic"
+            and (cfg.op_types is None or "Attention" in cfg.op_types))
+
+
+def quantizable_nodes(job: QuantJob) -> list[str]:
+    """Nodes with weights that ``job``'s method would quantize: the sensitivity analysis's units."""
+    import onnx
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry, QLinearOpsRegistry
+
+    cfg = job.cfg
+    if cfg.mode == "fp8":
+        types = {"MatMul", "Gemm", "Attention"}
+    elif cfg.mode == "dynamic":
+        types = set(IntegerOpsRegistry)
+    else:
+        types = set(QDQRegistry if cfg.format == "qdq" else QLinearOpsRegistry)
+        if _quantizes_attention_dynamically(cfg):
+            types.add("Attention")
+    if cfg.op_types:
+        types &= set(cfg.op_types)
+    graph = onnx.load(str(job.source), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    excluded = set(job.excluded())
+    return [n.name for n in graph.node if n.op_type in types and n.name and n.name not in excluded
+            and any(i in weights for i in n.input)]
+
+
+def _fp8(job: QuantJob) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.quantization import load_tensors_data
+
+    from slimbert.export.fp8_qdq import ensure_opset, insert_fp8_qdq
+
+    ranges = {name: data.range_value for name, data in load_tensors_data(job.calibration_cache).items()}
+    model = onnx.load(str(job.source))
+    try:
+        model = ensure_opset(model)
+    except Exception as exc:
+        raise ExportError(
+            f"FP8 Q/DQ needs ONNX opset >= 19 and {job.source.name} could not be converted: {exc}",
+            hint="export at opset 19 or later (export-onnx stage: opset: 19).",
+        ) from exc
+    allowed = set(job.cfg.op_types) if job.cfg.op_types else None
+    excluded = set(job.excluded())
+    if allowed is not None:
+        excluded |= {n.name for n in model.graph.node if n.op_type not in allowed}
+    if job.only_nodes is not None:
+        excluded |= {n.name for n in model.graph.node if n.name not in job.only_nodes}
+    report = insert_fp8_qdq(model, ranges, fmt=job.cfg.fp8_format, per_channel=job.cfg.fp8_per_channel,
+                            exclude_nodes=excluded)
+    onnx.save(model, str(job.output))
+    return {"fp8_format": job.cfg.fp8_format, "fp8_per_channel": job.cfg.fp8_per_channel,
+            **report.to_dict()}
+
+
+# mode -> (method, whether it needs calibrated activation ranges)
+QUANTIZERS: dict[str, tuple[Callable[[QuantJob], dict[str, Any]], bool]] = {
+    "dynamic": (_dynamic, False),
+    "static": (_static, True),
+    "fp8": (_fp8, True),
+}
+
+
+def _already_quantized(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sorted({n.op_type for n in graph.node if n.op_type in QUANT_OPS})
+
+
+def run_job(job: QuantJob) -> dict[str, Any]:
+    method, _ = QUANTIZERS[job.cfg.mode]
+    with _root_warnings_silenced():
+        try:
+            return method(job)
+        except ExportError:
+            raise
+        except Exception as exc:
+            raise ExportError(
+                f"ONNX Runtime could not quantize {job.source.name} ({job.cfg.mode}): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                hint="exclude the named node or op type (exclude_nodes / exclude_op_types), "
+                "or try the other format.",
+            ) from exc
+
+
+def dev_accuracy(logits: np.ndarray, enc: EncodedSplit) -> float:
+    return float((logits.argmax(-1) == enc.labels).mean())
+
+
+def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: EncodedSplit,
+                  calibration: EncodedSplit | None = None, *, progress: bool = False) -> dict[str, Any]:
+    """Quantize ``src_dir/model.onnx`` into ``out_dir``; report the accuracy cost on ``dev``.
+
+    ``calibration`` (training examples) is needed by static and fp8; with a ``tolerance``
+    the most sensitive nodes go back to fp32 until the dev drop is within it.
+    """
+    from slimbert.export.quant_repair import repair
     from slimbert.runtimes import get_runtime
 
-    weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[cfg.weight_type]
-    with _root_warnings_silenced():  # ORT logs "consider pre-processing" on the root logger
-        quantize_dynamic(
-            str(src_dir / ONNX_FILE),
-            str(out_dir / ONNX_FILE),
-            weight_type=weight_type,
-            per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
-            op_types_to_quantize=cfg.op_types,
-            nodes_to_exclude=cfg.exclude_nodes,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    already = _already_quantized(src_dir / ONNX_FILE)
+    if already:
+        raise ExportError(
+            f"{src_dir / ONNX_FILE} is already quantized (it contains {', '.join(already)}).",
+            hint="quantize the fp32 export instead (point the stage's input at the export-onnx stage).",
         )
-    copy_model_metadata(src_dir, out_dir)
+    method, needs_ranges = QUANTIZERS[cfg.mode]
+    formats = cfg.int8_formats()
     runtime = get_runtime("ort-cpu")
-    check = compare_logits(runtime.load(src_dir).predict(validation),
-                           runtime.load(out_dir).predict(validation))
-    log.info("INT8 graph vs its fp32 source on %d examples: %s", len(validation), check)
-    return {"agreement_with_source": check, "mode": cfg.mode, "weight_type": cfg.weight_type,
-            "per_channel": cfg.per_channel}
+    with tempfile.TemporaryDirectory(prefix="slimbert-quant-") as tmp:
+        work = Path(tmp)
+        shaped = with_inferred_shapes(src_dir / ONNX_FILE, work / "shaped.onnx")
+        cache = None
+        if needs_ranges:
+            if calibration is None or len(calibration) == 0:
+                raise ExportError(f"{cfg.mode} quantization needs calibration examples; none were given.",
+                                  hint="the recipe's training split calibrates; check that it is not empty.")
+            method_name = "minmax" if cfg.mode == "fp8" and cfg.calibration == "minmax" else cfg.calibration
+            cache = calibrate(shaped, calibration.head(cfg.calibration_examples), method_name,
+                              work / "calibration.json", batch_size=cfg.calibration_batch_size,
+                              percentile=cfg.percentile, progress=progress)
+        fp32_logits = runtime.load(src_dir).predict(dev)
+        job = QuantJob(shaped, out_dir / ONNX_FILE, cfg, formats, cache)
+        details = run_job(job)
+        copy_model_metadata(src_dir, out_dir)
+        logits = runtime.load(out_dir).predict(dev)
+        fallback = None
+        if cfg.tolerance is not None:
+            fallback = repair(job, dev, fp32_logits, logits, work, progress=progress)
+            logits = runtime.load(out_dir).predict(dev)
+        excluded = job.excluded()
+    check = compare_logits(fp32_logits, logits)
+    fp32_acc, acc = dev_accuracy(fp32_logits, dev), dev_accuracy(logits, dev)
+    log.info("%s quantization: dev accuracy %.2f%% (fp32 %.2f%%), agreement %.2f%%", cfg.mode, 100 * acc,
+             100 * fp32_acc, 100 * check["agreement"])
+    metrics: dict[str, Any] = {
+        "mode": cfg.mode, **details, "agreement_with_source": check,
+        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": 100 * (fp32_acc - acc),
+        "calibration": None,
+        "excluded_nodes": excluded,
+    }
+    if needs_ranges:
+        metrics["calibration"] = {"method": cfg.calibration, "batch_size": cfg.calibration_batch_size,
+                                  "examples": min(cfg.calibration_examples, len(calibration))}
+    if cfg.mode != "fp8":
+        metrics["int8_formats"] = formats.to_dict()
+    if fallback is not None:
+        metrics["repair"] = fallback
+    return metrics

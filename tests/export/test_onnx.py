@@ -1,25 +1,11 @@
 import numpy as np
 import pytest
 
-from slimbert.data import DatasetConfig, encode_split, load_dataset
 from slimbert.errors import ExportError
 from slimbert.export.onnx import ONNX_FILE, OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
-from slimbert.models import load_classifier, load_tokenizer
+from slimbert.models import load_classifier
 from slimbert.runtimes import get_runtime
-
-
-@pytest.fixture(scope="module")
-def dev_enc(sentiment_csv, tiny_classifier):
-    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
-    return encode_split(load_tokenizer(tiny_classifier), data.splits["dev"], 32)
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_classifier, dev_enc, tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx")
-    metrics = export_onnx(tiny_classifier, out, OnnxExportConfig(), dev_enc)
-    return out, metrics
 
 
 def test_export_is_fused_validated_and_dynamic(exported, tiny_classifier):

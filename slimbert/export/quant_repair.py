@@ -1,0 +1,92 @@
+"""Accuracy-aware quantization: keep the most sensitive nodes in fp32 until the drop is tolerable.
+
+Quantization error is not spread evenly: a few matmuls (often the classifier head, the
+pooler or one FFN output) cause most of it. The search quantizes one weight node at a time
+and measures how far the dev logits move from fp32 (mean squared error: a continuous score,
+where a few hundred dev examples make accuracy too coarse to rank nodes), then excludes
+nodes in that order, re-quantizing the whole graph each time, until the dev-accuracy drop
+is within the tolerance. Calibration ranges are computed once and reused by every try.
+If no allowed number of exclusions meets the tolerance, the best model found is kept and
+the report says the tolerance was not met.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimbert.data import EncodedSplit
+from slimbert.export.onnx import ONNX_FILE
+from slimbert.export.onnx_quant import QuantJob, dev_accuracy, quantizable_nodes, run_job
+from slimbert.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+def _logits(job: QuantJob, dev: EncodedSplit) -> np.ndarray:
+    from slimbert.runtimes import get_runtime
+
+    run_job(job)
+    return get_runtime("ort-cpu").load(job.output.parent).predict(dev)
+
+
+def sensitivity(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, work: Path, *,
+                progress: bool = False) -> list[dict[str, Any]]:
+    """Per quantizable node: the dev-logit MSE and accuracy change when only it is quantized."""
+    folder = work / "sensitivity"
+    folder.mkdir(exist_ok=True)
+    fp32_acc = dev_accuracy(fp32_logits, dev)
+    rows = []
+    nodes = quantizable_nodes(job)
+    for node in progress_bar(nodes, enabled=progress, desc="sensitivity", leave=False):
+        trial = dataclasses.replace(job, output=folder / ONNX_FILE, only_nodes=[node])
+        logits = _logits(trial, dev)
+        rows.append({"node": node, "logit_mse": float(np.mean((logits - fp32_logits) ** 2)),
+                     "dev_drop_points": 100 * (fp32_acc - dev_accuracy(logits, dev))})
+    return sorted(rows, key=lambda r: (r["logit_mse"], r["dev_drop_points"]), reverse=True)
+
+
+def repair(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, logits: np.ndarray, work: Path, *,
+           progress: bool = False) -> dict[str, Any]:
+    """Exclude sensitive nodes from ``job`` until its dev drop <= tolerance; rewrites job.output."""
+    tolerance = job.cfg.tolerance
+    fp32_acc = dev_accuracy(fp32_logits, dev)
+    drop = 100 * (fp32_acc - dev_accuracy(logits, dev))
+    report: dict[str, Any] = {"tolerance_points": tolerance, "initial_dev_drop_points": drop,
+                              "fp32_nodes": [], "met": drop <= tolerance}
+    if drop <= tolerance:
+        return report
+    ranking = sensitivity(job, dev, fp32_logits, work, progress=progress)
+    report["sensitivity"] = ranking
+    tries = [{"fp32_nodes": 0, "dev_drop_points": drop}]
+    best = (drop, [])
+    trial_dir = work / "repair"
+    trial_dir.mkdir(exist_ok=True)
+    limit = min(job.cfg.max_fallback_nodes, len(ranking))
+    for k in progress_bar(range(1, limit + 1), enabled=progress, desc="fallback", leave=False):
+        keep = [r["node"] for r in ranking[:k]]
+        trial = dataclasses.replace(job, output=trial_dir / ONNX_FILE, exclude_nodes=job.exclude_nodes + keep)
+        drop_k = 100 * (fp32_acc - dev_accuracy(_logits(trial, dev), dev))
+        tries.append({"fp32_nodes": k, "dev_drop_points": drop_k})
+        if drop_k < best[0]:
+            best = (drop_k, keep)
+        if drop_k <= tolerance:
+            break
+    report["tries"] = tries
+    report["met"] = best[0] <= tolerance
+    report["fp32_nodes"] = best[1]
+    report["final_dev_drop_points"] = best[0]
+    job.exclude_nodes = job.exclude_nodes + best[1]
+    run_job(job)  # the chosen variant, written where the stage expects it
+    if report["met"]:
+        log.info("quantization repair: %d node(s) kept in fp32, dev drop %.2f <= %.2f points: %s",
+                 len(best[1]), best[0], tolerance, ", ".join(best[1]))
+    else:
+        log.warning("quantization repair could not meet the tolerance of %.2f points (best: %.2f points "
+                    "with %d node(s) in fp32); keeping the best model found. Raise max_fallback_nodes or "
+                    "the tolerance, or try another calibration.", tolerance, best[0], len(best[1]))
+    return report

@@ -1,0 +1,155 @@
+import dataclasses
+
+import numpy as np
+import onnx
+import pytest
+
+from slimbert.data import iterate_batches
+from slimbert.errors import ExportError
+from slimbert.export.calibration import calibrate, with_inferred_shapes
+from slimbert.export.onnx import ONNX_FILE
+from slimbert.export.onnx_quant import OnnxQuantizeConfig, QuantJob, quantizable_nodes, quantize_onnx
+from slimbert.export.quant_repair import repair, sensitivity
+from slimbert.runtimes import get_runtime
+
+
+def _ops(folder):
+    return {n.op_type for n in onnx.load(str(folder / ONNX_FILE)).graph.node}
+
+
+def test_static_qoperator_quantizes_matmuls_and_attention(exported, dev_enc, train_enc, tmp_path):
+    src, _ = exported
+    metrics = quantize_onnx(src, tmp_path, OnnxQuantizeConfig(mode="static"), dev_enc, train_enc)
+    ops = _ops(tmp_path)
+    assert {"QLinearMatMul", "QAttention"} <= ops and "MatMul" not in ops
+    assert metrics["agreement_with_source"]["agreement"] >= 0.9
+    assert metrics["int8_formats"]["isa"] and metrics["calibration"]["method"] == "minmax"
+    assert (tmp_path / "config.json").is_file()
+
+
+@pytest.mark.parametrize("calibration", ["entropy", "percentile"])
+def test_static_qdq_with_histogram_calibration(exported, dev_enc, train_enc, tmp_path, calibration):
+    src, _ = exported
+    cfg = OnnxQuantizeConfig(mode="static", format="qdq", calibration=calibration, attention="fp32")
+    metrics = quantize_onnx(src, tmp_path, cfg, dev_enc, train_enc)
+    ops = _ops(tmp_path)
+    assert {"QuantizeLinear", "DequantizeLinear", "Attention"} <= ops and "QAttention" not in ops
+    assert metrics["agreement_with_source"]["agreement"] >= 0.9
+
+
+def test_calibration_streams_batches_of_different_lengths(exported, train_enc, tmp_path):
+    """Histogram calibration over dynamically padded batches (ORT alone stacks them and fails)."""
+    from onnxruntime.quantization import load_tensors_data
+
+    src, _ = exported
+    shaped = with_inferred_shapes(src / ONNX_FILE, tmp_path / "shaped.onnx")
+    lengths = {b["input_ids"].shape[1] for _, b in iterate_batches(train_enc, 16)}
+    assert len(lengths) > 1
+    cache = calibrate(shaped, train_enc, "entropy", tmp_path / "cal.json", batch_size=16)
+    ranges = load_tensors_data(cache)
+    assert "logits" in ranges and len(ranges.data) > 10
+    with pytest.raises(ExportError, match="at least one full batch"):
+        calibrate(shaped, train_enc.head(3), "minmax", tmp_path / "c2.json", batch_size=16)
+
+
+def test_fp8_qdq_runs_on_cpu_and_keeps_predictions(exported, dev_enc, train_enc, tmp_path):
+    src, _ = exported
+    metrics = quantize_onnx(src, tmp_path, OnnxQuantizeConfig(mode="fp8"), dev_enc, train_enc)
+    model = onnx.load(str(tmp_path / ONNX_FILE))
+    fp8 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT8E4M3FN]
+    # 4 layers x (qkv, attention out, 2 FFN) + pooler, classifier
+    assert fp8 and metrics["fp8_nodes"] == 4 * 4 + 2
+    assert next(o.version for o in model.opset_import if o.domain == "") >= 19
+    assert metrics["agreement_with_source"]["agreement"] >= 0.95
+    assert metrics["agreement_with_source"]["max_abs_diff"] > 0  # really quantized
+
+
+def test_fp8_weight_scales_are_per_output_channel():
+    from slimbert.export.fp8_qdq import quantize_weight
+
+    w = np.array([[1.0, 100.0], [-2.0, 50.0]], dtype=np.float32)  # [K, N]: channel = column
+    q, scale = quantize_weight(w, "e4m3fn", axis=1)
+    np.testing.assert_allclose(scale, [2.0 / 448, 100.0 / 448], rtol=1e-6)
+    np.testing.assert_allclose(q.astype(np.float32) * scale, w, rtol=0.07)
+    q_t, scale_t = quantize_weight(w * 1e6, "e4m3fn", axis=None)  # saturates, never NaN
+    assert scale_t.shape == () and not np.isnan(q_t.astype(np.float32)).any()
+
+
+def test_already_quantized_input_is_refused(exported, dev_enc, tmp_path):
+    src, _ = exported
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    quantize_onnx(src, tmp_path / "a", OnnxQuantizeConfig(), dev_enc)
+    with pytest.raises(ExportError, match="already quantized"):
+        quantize_onnx(tmp_path / "a", tmp_path / "b", OnnxQuantizeConfig(), dev_enc)
+
+
+def test_static_without_calibration_examples_is_a_clear_error(exported, dev_enc, tmp_path):
+    src, _ = exported
+    with pytest.raises(ExportError, match="needs calibration examples"):
+        quantize_onnx(src, tmp_path, OnnxQuantizeConfig(mode="static"), dev_enc, None)
+
+
+@pytest.mark.parametrize("bad", [{"tolerance": -1}, {"target_isa": "z80"}, {"percentile": 50},
+                                 {"mode": "fp8", "calibration": "entropy"}])
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ValueError):
+        OnnxQuantizeConfig(**bad)
+
+
+def test_node_and_op_type_exclusions_stay_fp32(exported, dev_enc, train_enc, tmp_path):
+    src, _ = exported
+    cfg = OnnxQuantizeConfig(mode="static", exclude_op_types=["Attention"],
+                             exclude_nodes=["/bert/pooler/dense/Gemm"])
+    metrics = quantize_onnx(src, tmp_path, cfg, dev_enc, train_enc)
+    ops = _ops(tmp_path)
+    assert "Attention" in ops and "QAttention" not in ops
+    assert "/bert/pooler/dense/Gemm" in metrics["excluded_nodes"]
+    pooler = [n.op_type for n in onnx.load(str(tmp_path / ONNX_FILE)).graph.node
+              if n.name.startswith("/bert/pooler/dense/Gemm")]
+    assert pooler and not set(pooler) & {"QGemm", "QLinearMatMul"}  # fp32 (ORT splits it into MatMul + Add)
+
+
+@pytest.fixture
+def forced_job(exported, train_enc, tmp_path):
+    """Per-tensor symmetric s8 everywhere: the case that needs repair."""
+    src, _ = exported
+    shaped = with_inferred_shapes(src / ONNX_FILE, tmp_path / "shaped.onnx")
+    cfg = OnnxQuantizeConfig(mode="static", format="qdq", activation_type="int8", activation_symmetric=True,
+                             tolerance=0.0, max_fallback_nodes=3)
+    cache = calibrate(shaped, train_enc, "minmax", tmp_path / "cal.json")
+    (tmp_path / "out").mkdir()
+    return QuantJob(shaped, tmp_path / "out" / ONNX_FILE, cfg, cfg.int8_formats(), cache)
+
+
+def test_sensitivity_ranks_every_quantizable_node(forced_job, dev_enc, exported, tmp_path):
+    src, _ = exported
+    fp32 = get_runtime("ort-cpu").load(src).predict(dev_enc)
+    nodes = quantizable_nodes(forced_job)
+    assert any("Attention" in n for n in nodes) and any(n.endswith("MatMul") for n in nodes)
+    rows = sensitivity(forced_job, dev_enc, fp32, tmp_path)
+    assert [r["node"] for r in rows] != [] and sorted(r["node"] for r in rows) == sorted(nodes)
+    mse = [r["logit_mse"] for r in rows]
+    assert mse == sorted(mse, reverse=True) and mse[0] > 0
+
+
+def test_repair_keeps_the_most_sensitive_nodes_in_fp32(forced_job, dev_enc, exported, tmp_path):
+    src, _ = exported
+    fp32 = get_runtime("ort-cpu").load(src).predict(dev_enc)
+    wrong = np.roll(fp32, 1, axis=1)  # pretend the quantized model flipped every prediction
+    report = repair(forced_job, dev_enc, fp32, wrong, tmp_path)
+    assert report["initial_dev_drop_points"] > 0 and "sensitivity" in report
+    assert 1 <= len(report["tries"]) - 1 <= 3
+    assert report["met"] == (report["final_dev_drop_points"] <= 0.0)
+    top = report["sensitivity"][0]["node"]
+    if report["fp32_nodes"]:
+        assert report["fp32_nodes"][0] == top and top in forced_job.exclude_nodes
+    assert forced_job.output.is_file()
+
+
+def test_repair_is_skipped_when_within_tolerance(forced_job, dev_enc, exported, tmp_path):
+    src, _ = exported
+    fp32 = get_runtime("ort-cpu").load(src).predict(dev_enc)
+    job = dataclasses.replace(forced_job, cfg=dataclasses.replace(forced_job.cfg, tolerance=1.0))
+    report = repair(job, dev_enc, fp32, fp32, tmp_path)
+    assert report["met"] and "sensitivity" not in report and report["fp32_nodes"] == []
