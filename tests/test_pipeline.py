@@ -18,7 +18,7 @@ def full_stages(distill_epochs=2):
         {"type": "finetune", "name": "teacher", "epochs": 8, **FAST_TRAIN},
         {"type": "distill", "name": "student", "epochs": distill_epochs, **FAST_TRAIN},
         {"type": "export-onnx", "name": "student-onnx", "input": "student"},
-        {"type": "quantize-onnx", "name": "student-int8"},
+        {"type": "quantize-onnx", "name": "student-int8", "mode": "static", "tolerance": 1.0},
         BENCH,
     ]
 
@@ -39,7 +39,10 @@ def test_every_stage_runs_and_writes_manifests_and_reports(first_run):
     assert "model.safetensors" in teacher.files and teacher.extra["dataset"]["split_seed"] == 0
     student = result.artifact("student").manifest
     assert student.parents.keys() == {"teacher"}
-    assert result.artifact("student-int8").manifest.parents.keys() == {"student-onnx"}
+    int8 = result.artifact("student-int8").manifest
+    assert int8.parents.keys() == {"student-onnx"}
+    assert int8.metrics["calibration"]["method"] == "minmax" and int8.metrics["int8_formats"]["isa"]
+    assert int8.metrics["repair"]["met"] and int8.metrics["dev_drop_points"] <= 1.0
     report = json.loads((out / "report.json").read_text())
     assert [r["artifact"] for r in report["rows"]] == ["teacher", "student", "student-onnx", "student-int8"]
     assert [r["target"] for r in report["rows"]] == ["torch-cpu", "torch-cpu", "ort-cpu", "ort-cpu"]

@@ -1,0 +1,66 @@
+"""Reproduce the README's quantization table: every quantization of the default student, side by side.
+
+    python benchmarks/quantization.py [--out runs/default] [--results PATH]
+
+Runs examples/quantization.yaml. With ``--out runs/default`` (the default) the trained
+teacher and student of a previous ``slimbert run`` are reused, so only the quantizations
+and the bench run. Writes benchmarks/results/quantization.json: per artifact the test
+accuracy and its change from the fp32 ONNX student, p50 latency at batch 1 / seq 128 and
+the speed-up over the fp32 ONNX measured in the same run, size, and what each
+quantization chose (INT8 types and why, the nodes kept in fp32 by the repair).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from slimbert.pipeline import run_recipe
+from slimbert.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "quantization.json"
+REFERENCE = "student-onnx"
+
+
+def summarize(result, report: dict) -> dict:
+    metrics = {s.name: s.artifact.manifest.metrics for s in result.stages}
+    ref = next(r for r in report["rows"] if r["artifact"] == REFERENCE)
+    rows = []
+    for row in report["rows"]:
+        quant = metrics.get(row["artifact"], {})
+        repair = quant.get("repair") or {}
+        rows.append({
+            "artifact": row["artifact"],
+            "test_accuracy": row["accuracy"]["accuracy"],
+            "points_vs_fp32": 100 * (row["accuracy"]["accuracy"] - ref["accuracy"]["accuracy"]),
+            "p50_ms_b1": row["latency"][0]["p50_ms"],
+            "speedup_vs_fp32_onnx": row["speedup_b1"],
+            "size_mb": row["size_mb"],
+            "mode": quant.get("mode"),
+            "int8_formats": quant.get("int8_formats"),
+            "dev_drop_points": quant.get("dev_drop_points"),
+            "fp32_nodes": repair.get("fp32_nodes"),
+            "repair_initial_dev_drop_points": repair.get("initial_dev_drop_points"),
+        })
+    return {"rows": rows, "environment": report["environment"], "bench": report}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/default"))
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
+    args = parser.parse_args()
+    result = run_recipe(load_recipe(ROOT / "examples" / "quantization.yaml"), args.out)
+    summary = summarize(result, json.loads((args.out / "bench-quantization" / "report.json").read_text()))
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    for row in summary["rows"]:
+        print(f"{row['artifact']:22s} {100 * row['test_accuracy']:6.2f}% ({row['points_vs_fp32']:+.2f}) "
+              f"{row['p50_ms_b1']:6.2f} ms  x{row['speedup_vs_fp32_onnx']:.2f}  {row['size_mb']:5.1f} MB")
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
