@@ -161,26 +161,41 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
     _print_run(run_recipe(recipe, out, progress=obj["progress"]))
 
 
+_QUANT_FORMATS = {"onnx": None, "onnx-int8": "dynamic", "onnx-int8-static": "static", "onnx-fp8": "fp8"}
+
+
 @main.command()
 @click.argument("model")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "onnx-int8"]), default="onnx",
-              show_default=True, help="onnx: fused fp32 graph. onnx-int8: plus dynamic INT8.")
+@click.option("--format", "fmt", type=click.Choice(list(_QUANT_FORMATS)), default="onnx",
+              show_default=True,
+              help="onnx: fused fp32 graph. onnx-int8: plus dynamic INT8. onnx-int8-static: plus "
+              "static INT8 calibrated on training sentences (types chosen for this CPU). onnx-fp8: "
+              "plus FP8 E4M3 Q/DQ (for FP8 GPUs; checked on CPU).")
+@click.option("--tolerance", type=float, default=None, metavar="POINTS",
+              help="Largest dev-accuracy drop the quantized model may have; the most sensitive "
+              "nodes stay fp32 until it holds.")
 @click.option("--opset", default=17, show_default=True)
 @_dataset_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/export"),
               show_default=True)
 @click.pass_obj
-def export(obj: dict, model: str, fmt: str, opset: int, out: Path, **kw) -> None:
+def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int, out: Path, **kw) -> None:
     """Export MODEL (a classifier folder or hub id) to ONNX, validated against PyTorch.
 
-    The dataset supplies real sentences for the validation; the default built-in one
-    works for any English model.
+    The dataset supplies real sentences for the validation (and, for static INT8 and FP8,
+    the calibration); the default built-in one works for any English model.
+
+    \b
+    Examples:
+      slimbert export runs/default/student --format onnx-int8-static --tolerance 0.5
+      slimbert export runs/default/student --format onnx-fp8 --opset 19
     """
     from slimbert.pipeline import run_recipe
 
     stages = [{"type": "export-onnx", "name": "onnx", "opset": opset}]
-    if fmt == "onnx-int8":
-        stages.append({"type": "quantize-onnx", "name": "onnx-int8"})
+    mode = _QUANT_FORMATS[fmt]
+    if mode:
+        stages.append({"type": "quantize-onnx", "name": fmt, "mode": mode, "tolerance": tolerance})
     _print_run(run_recipe(_one_stage_recipe(model, stages, kw), out, progress=obj["progress"]))
 
 

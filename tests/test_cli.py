@@ -97,6 +97,11 @@ def test_compress_export_bench_commands(tmp_path, tiny_encoder, sentiment_csv):
     assert "| onnx-int8 | ort-cpu |" in result.output
     result = invoke("bench", teacher, *common, "--seq-len", "4096", "--out", tmp_path / "b2")
     assert_clean_error(result, "beyond", "maximum of 64 positions")
+    result = invoke("export", teacher, "--format", "onnx-int8-static", "--tolerance", "1", *common,
+                    "--out", tmp_path / "s")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "s" / "onnx-int8-static" / "manifest.json").read_text())["metrics"]
+    assert metrics["mode"] == "static" and metrics["repair"]["tolerance_points"] == 1.0
 
 
 def test_bad_set_syntax_and_unknown_setting(tmp_path, tiny_encoder):
