@@ -18,6 +18,7 @@ from slimbert.bench.report import pareto_plot, render_markdown
 from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
+from slimbert.compress.qat import QatConfig, qat
 from slimbert.data import TextClassificationData, encode_split
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
@@ -77,6 +78,11 @@ def _run_distill(ctx: StageContext) -> dict[str, Any]:
                    max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
 
 
+def _run_qat(ctx: StageContext) -> dict[str, Any]:
+    return qat(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
+               max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
+
+
 def _run_export_onnx(ctx: StageContext) -> dict[str, Any]:
     return export_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
 
@@ -111,6 +117,9 @@ STAGES: dict[str, StageType] = {
         StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
                   "quantize an ONNX graph with ONNX Runtime: dynamic or static INT8, FP8 QDQ; "
                   "optionally keep sensitive nodes in fp32 to meet an accuracy tolerance"),
+        StageType("qat", QatConfig, "hf-model", "onnx", _run_qat,
+                  "quantization-aware training (INT8 fake quantization, distilled from the input "
+                  "model), exported as a Q/DQ ONNX graph for ONNX Runtime and TensorRT"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )

@@ -74,7 +74,7 @@ def hidden_cosine_loss(student_hidden, teacher_hidden, mapping: list[int],
     return torch.stack(losses).mean()
 
 
-def _cached_teacher_logits(teacher, enc, work_dir: Path, progress: bool) -> np.ndarray:
+def cached_teacher_logits(teacher, enc, work_dir: Path, progress: bool) -> np.ndarray:
     path = work_dir / "teacher_logits.npy"
     if path.is_file():
         return np.load(path)
@@ -118,7 +118,7 @@ def distill(
     student = build_student(teacher, layers)
     enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
     work_dir.mkdir(parents=True, exist_ok=True)
-    teacher_logits = torch.from_numpy(_cached_teacher_logits(teacher, enc["train"], work_dir, progress))
+    teacher_logits = torch.from_numpy(cached_teacher_logits(teacher, enc["train"], work_dir, progress))
     labels = enc["train"].labels
     # hidden_states[0] is the embedding output; teacher layer i's output is index i + 1
     mapping = [0] + [i + 1 for i in layers]

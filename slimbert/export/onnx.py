@@ -60,7 +60,7 @@ def _example_inputs(names: tuple[str, ...], vocab_size: int) -> dict[str, torch.
     return inputs
 
 
-def _torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig) -> None:
+def torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig) -> None:
     inputs = _example_inputs(names, model.config.vocab_size)
     args = tuple(inputs[n] for n in names)
     kwargs = dict(input_names=list(names), output_names=["logits"], opset_version=cfg.opset)
@@ -115,7 +115,7 @@ def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validatio
     model.config.return_dict = True
     path = out_dir / ONNX_FILE
     try:
-        _torch_export(model, validation.input_names, path, cfg)
+        torch_export(model, validation.input_names, path, cfg)
     except Exception as exc:
         raise ExportError(
             f"torch.onnx.export ({cfg.exporter}) failed for {model_dir}: "

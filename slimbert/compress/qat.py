@@ -1,0 +1,167 @@
+"""Quantization-aware training: fine-tune with INT8 fake quantization, export a Q/DQ ONNX graph.
+
+When post-training INT8 costs too much accuracy, the weights can learn to live with the
+rounding. Every ``nn.Linear`` gets symmetric INT8 fake quantization of its input (one
+scale per tensor, from the absmax seen on calibration batches, then frozen) and of its
+weight (one scale per output channel, following the weight as it trains); gradients pass
+straight through the rounding. The fp32 input model teaches its quantized copy (soft
+targets + hard labels), with its logits computed once. The exported graph carries
+QuantizeLinear/DequantizeLinear pairs (what ``torch.fake_quantize_*`` export to): the
+explicit-quantization form TensorRT builds INT8 engines from, and one ONNX Runtime runs.
+Symmetric s8 activations, because TensorRT accepts no other.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimbert.compress.distill import cached_teacher_logits, kd_loss
+from slimbert.compress.trainer import (
+    TrainConfig,
+    evaluate,
+    label_tensor,
+    predict_logits,
+    to_tensors,
+    train,
+)
+from slimbert.data import TextClassificationData, encode_split, iterate_batches
+from slimbert.export.onnx import (
+    ONNX_FILE,
+    OnnxExportConfig,
+    compare_logits,
+    copy_model_metadata,
+    torch_export,
+)
+from slimbert.models import load_classifier, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+QMIN, QMAX = -128, 127
+
+
+@dataclass
+class QatConfig(TrainConfig):
+    """Short, gentle fine-tuning: the model is already trained, only rounding is new."""
+
+    epochs: int = 2
+    lr: float = 2e-5
+    temperature: float = 2.0
+    alpha_kd: float = 0.7
+    alpha_ce: float = 0.3
+    calibration_batches: int = 16
+    opset: int = 17
+    atol: float = 1e-2  # ONNX vs fake-quantized PyTorch: roundings may land one step apart
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if min(self.alpha_kd, self.alpha_ce) < 0 or self.alpha_kd + self.alpha_ce <= 0:
+            raise ValueError("alpha_kd and alpha_ce must be >= 0 and not both 0")
+        if self.calibration_batches < 1:
+            raise ValueError("calibration_batches must be >= 1")
+
+
+class FakeQuantLinear(nn.Module):
+    """``nn.Linear`` with INT8 fake quantization of its input and weight."""
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.linear = linear
+        self.register_buffer("input_amax", torch.zeros(()))
+        self.calibrating = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            self.input_amax = torch.maximum(self.input_amax, x.detach().abs().max())
+            return self.linear(x)
+        scale = (self.input_amax.clamp(min=1e-8) / QMAX).reshape(())
+        zero = torch.zeros((), dtype=torch.int32, device=x.device)
+        x = torch.fake_quantize_per_tensor_affine(x, scale, zero, QMIN, QMAX)
+        weight = self.linear.weight
+        w_scale = weight.detach().abs().amax(dim=1).clamp(min=1e-8) / QMAX
+        w_zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
+        weight = torch.fake_quantize_per_channel_affine(weight, w_scale, w_zero, 0, QMIN, QMAX)
+        return F.linear(x, weight, self.linear.bias)
+
+
+def prepare_qat(model: nn.Module) -> list[FakeQuantLinear]:
+    """Replace every nn.Linear of ``model`` with a FakeQuantLinear, in place."""
+    wrapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                fq = FakeQuantLinear(child)
+                setattr(parent, name, fq)
+                wrapped.append(fq)
+    return wrapped
+
+
+@torch.no_grad()
+def calibrate_inputs(model: nn.Module, layers: list[FakeQuantLinear], batches) -> None:
+    """Set each layer's input range from the absmax over ``batches``."""
+    model.eval()
+    for layer in layers:
+        layer.calibrating = True
+    for batch in batches:
+        model(**to_tensors(batch))
+    for layer in layers:
+        layer.calibrating = False
+
+
+def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: Path, work_dir: Path, *,
+        max_length: int, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Fake-quantized fine-tuning of the classifier in ``model_dir``; Q/DQ ONNX to ``out_dir``."""
+    from slimbert.runtimes import get_runtime
+
+    tokenizer = load_tokenizer(model_dir)
+    teacher = load_classifier(model_dir).eval()
+    enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
+    work_dir.mkdir(parents=True, exist_ok=True)
+    teacher_logits = torch.from_numpy(cached_teacher_logits(teacher, enc["train"], work_dir, progress))
+    fp32_test = evaluate(teacher, enc["test"], data.num_labels)
+
+    torch.manual_seed(seed)
+    model = copy.deepcopy(teacher)
+    layers = prepare_qat(model)
+    calib = [b for _, b in iterate_batches(enc["train"].head(cfg.calibration_batches * cfg.batch_size),
+                                           cfg.batch_size)]
+    calibrate_inputs(model, layers, calib)
+    ptq_test = evaluate(model, enc["test"], data.num_labels)  # fake-quantized before any training
+    labels = enc["train"].labels
+
+    def loss_fn(m, batch, index):
+        logits = m(**batch).logits
+        loss = cfg.alpha_kd * kd_loss(logits, teacher_logits[index], cfg.temperature)
+        return loss + cfg.alpha_ce * F.cross_entropy(logits, label_tensor(labels, index))
+
+    result = train(model, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn, work_dir, seed,
+                   desc="qat", progress=progress)
+    model.eval()
+    test = evaluate(model, enc["test"], data.num_labels)
+
+    model.config.return_dict = True
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export_cfg = OnnxExportConfig(opset=cfg.opset, optimize=False, atol=cfg.atol)
+    torch_export(model, enc["dev"].input_names, out_dir / ONNX_FILE, export_cfg)
+    copy_model_metadata(model_dir, out_dir)
+    dev = enc["dev"]
+    check = compare_logits(predict_logits(model, dev), get_runtime("ort-cpu").load(out_dir).predict(dev))
+    if check["agreement"] < 0.99:
+        log.warning("the Q/DQ ONNX graph agrees with the fake-quantized model on only %.1f%% of dev "
+                    "predictions (max |logit diff| %.3g)", 100 * check["agreement"], check["max_abs_diff"])
+    return {
+        "test": test, "test_fp32": fp32_test, "test_ptq_before_training": ptq_test,
+        "points_vs_fp32": 100 * (test["accuracy"] - fp32_test["accuracy"]),
+        "quantized_linears": len(layers), "onnx_vs_torch": check,
+        "activation_scales": "per-tensor, symmetric int8", "weight_scales": "per-channel, symmetric int8",
+        **result.metrics(),
+    }
