@@ -77,7 +77,15 @@ class FakeQuantLinear(nn.Module):
         super().__init__()
         self.linear = linear
         self.register_buffer("input_amax", torch.zeros(()))
+        self.register_buffer("weight_scale", torch.zeros(0))  # set by freeze(), for export
         self.calibrating = False
+
+    def freeze(self) -> None:
+        """Fix the weight scales, so the exported graph holds them (and the weights) as constants."""
+        self.weight_scale = self._weight_scale()
+
+    def _weight_scale(self) -> torch.Tensor:
+        return self.linear.weight.detach().abs().amax(dim=1).clamp(min=1e-8) / QMAX
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.calibrating:
@@ -87,7 +95,8 @@ class FakeQuantLinear(nn.Module):
         zero = torch.zeros((), dtype=torch.int32, device=x.device)
         x = torch.fake_quantize_per_tensor_affine(x, scale, zero, QMIN, QMAX)
         weight = self.linear.weight
-        w_scale = weight.detach().abs().amax(dim=1).clamp(min=1e-8) / QMAX
+        frozen = not self.training and self.weight_scale.numel()
+        w_scale = self.weight_scale if frozen else self._weight_scale()
         w_zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
         weight = torch.fake_quantize_per_channel_affine(weight, w_scale, w_zero, 0, QMIN, QMAX)
         return F.linear(x, weight, self.linear.bias)
@@ -115,6 +124,47 @@ def calibrate_inputs(model: nn.Module, layers: list[FakeQuantLinear], batches) -
         model(**to_tensors(batch))
     for layer in layers:
         layer.calibrating = False
+
+
+def fold_weight_quantizers(path: Path) -> int:
+    """Store weights as INT8: replace QuantizeLinear of a constant by its result, in place.
+
+    The exporter writes Q(fp32 weight) -> DQ, which keeps the file fp32-sized; runtimes and
+    TensorRT take the equivalent DQ(int8 weight) form. Returns how many weights were folded.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    consts = {t.name: t for t in graph.initializer}
+    for node in graph.node:  # torch emits some scales and zero points as Constant nodes
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = node.attribute[0].t
+    folded, kept = 0, []
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) == 3 and all(i in consts for i in node.input):
+            x, scale, zero = (numpy_helper.to_array(consts[i]) for i in node.input)
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and x.ndim > 1:
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), zero.reshape(shape)
+            info = np.iinfo(zero.dtype)
+            q = np.clip(np.rint(x / scale) + zero.astype(np.int32), info.min, info.max).astype(zero.dtype)
+            graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+            folded += 1
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    live = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    onnx.save(model, str(path))
+    return folded
 
 
 def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: Path, work_dir: Path, *,
@@ -150,8 +200,11 @@ def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: 
 
     model.config.return_dict = True
     out_dir.mkdir(parents=True, exist_ok=True)
+    for layer in layers:
+        layer.freeze()
     export_cfg = OnnxExportConfig(opset=cfg.opset, optimize=False, atol=cfg.atol)
     torch_export(model, enc["dev"].input_names, out_dir / ONNX_FILE, export_cfg)
+    folded = fold_weight_quantizers(out_dir / ONNX_FILE)
     copy_model_metadata(model_dir, out_dir)
     dev = enc["dev"]
     check = compare_logits(predict_logits(model, dev), get_runtime("ort-cpu").load(out_dir).predict(dev))
@@ -161,7 +214,7 @@ def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: 
     return {
         "test": test, "test_fp32": fp32_test, "test_ptq_before_training": ptq_test,
         "points_vs_fp32": 100 * (test["accuracy"] - fp32_test["accuracy"]),
-        "quantized_linears": len(layers), "onnx_vs_torch": check,
+        "quantized_linears": len(layers), "int8_weights_stored": folded, "onnx_vs_torch": check,
         "activation_scales": "per-tensor, symmetric int8", "weight_scales": "per-channel, symmetric int8",
         **result.metrics(),
     }

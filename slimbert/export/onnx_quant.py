@@ -231,8 +231,11 @@ def _fp8(job: QuantJob) -> dict[str, Any]:
                             exclude_nodes=excluded)
     onnx.save(model, str(job.output))
     return {"fp8_format": job.cfg.fp8_format, "fp8_per_channel": job.cfg.fp8_per_channel,
-            **report.to_dict()}
+            **report.to_dict(), "runs_fast_on": FP8_TARGETS}
 
+
+FP8_TARGETS = ("NVIDIA Ada or Hopper GPUs (compute capability 8.9+) through TensorRT 8.6+; ONNX Runtime "
+               "on CPU runs the graph emulated, for the accuracy check only (slower than fp32)")
 
 # mode -> (method, whether it needs calibrated activation ranges)
 QUANTIZERS: dict[str, tuple[Callable[[QuantJob], dict[str, Any]], bool]] = {

@@ -46,6 +46,11 @@ def test_qat_exports_a_qdq_graph_that_matches_the_fake_quantized_model(tiny_clas
     assert ops.count("QuantizeLinear") >= 26 and ops.count("DequantizeLinear") >= 26
     assert metrics["onnx_vs_torch"]["agreement"] >= 0.95
     assert metrics["quantized_linears"] == 26 and "test_ptq_before_training" in metrics
+    assert metrics["int8_weights_stored"] == 26
+    int8 = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    fp32_matrices = {t.name for t in graph.initializer
+                     if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2}
+    assert len(int8) == 26 and all("embeddings" in name for name in fp32_matrices)
     assert (tmp_path / "out" / "config.json").is_file()
 
 
