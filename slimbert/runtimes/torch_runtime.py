@@ -43,11 +43,47 @@ class TorchRuntime(Runtime):
         self.check_available()
         if threads:
             torch.set_num_threads(threads)
-        model = load_classifier(Path(artifact_dir)).eval().to(self.device, self.dtype)
+        model = self.prepare(load_classifier(Path(artifact_dir)).eval().to(self.device, self.dtype))
         names = tuple(load_tokenizer(Path(artifact_dir)).model_input_names)
         names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names)
         return TorchSession(model, self.device, self.dtype, names)
 
 
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Hook for runtimes that transform the loaded model (e.g. FP8 matmuls)."""
+        return model
+
+
+class TorchFp8Runtime(TorchRuntime):
+    """FP8 E4M3 matmuls through torchao (``torch._scaled_mm``): dynamic per-row scales.
+
+    Only Ada and Hopper GPUs (compute capability 8.9+) have FP8 tensor cores; elsewhere the
+    runtime says so instead of running slower emulation. Layers whose sizes are not
+    multiples of 16 (the classifier's few outputs) stay bf16, as _scaled_mm requires.
+    """
+
+    def unavailable_reason(self) -> str | None:
+        reason = super().unavailable_reason()
+        if reason:
+            return reason
+        capability = torch.cuda.get_device_capability()
+        if capability < (8, 9):
+            return (f"FP8 matmuls need an NVIDIA GPU of compute capability 8.9+ (Ada, Hopper); "
+                    f"this one is {capability[0]}.{capability[1]}")
+        return None
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+        def eligible(module: torch.nn.Module, _: str) -> bool:
+            return (isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0
+                    and module.out_features % 16 == 0)
+
+        quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=eligible)
+        return model
+
+
 register(TorchRuntime("torch-cpu", "cpu", torch.float32, "PyTorch eager, fp32, CPU"))
 register(TorchRuntime("torch-cuda-fp16", "cuda", torch.float16, "PyTorch eager, fp16, CUDA GPU"))
+register(TorchFp8Runtime("torch-cuda-fp8", "cuda", torch.bfloat16,
+                         "PyTorch + torchao FP8 E4M3 matmuls (bf16 elsewhere), CUDA GPU sm_89+"))

@@ -55,3 +55,29 @@ def test_ort_cuda_matches_cpu(tiny_classifier, tmp_path, sentiment_csv):
     export_onnx(tiny_classifier, tmp_path, OnnxExportConfig(), enc)
     np.testing.assert_allclose(get_runtime("ort-cpu").load(tmp_path).predict(enc),
                                get_runtime("ort-cuda").load(tmp_path).predict(enc), atol=1e-3)
+
+
+def test_fp8_runtime_says_why_it_cannot_run_here():
+    from slimbert.runtimes import all_runtimes
+
+    runtime = all_runtimes()["torch-cuda-fp8"]
+    if torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9):
+        assert runtime.unavailable_reason() is None
+    else:
+        assert runtime.unavailable_reason()  # no GPU, or one without FP8 tensor cores
+
+
+@pytest.mark.gpu
+def test_torch_cuda_fp8_matches_cpu(tiny_classifier):
+    from slimbert.runtimes import all_runtimes
+
+    reason = all_runtimes()["torch-cuda-fp8"].unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    ids = np.random.default_rng(0).integers(5, 30, size=(4, 16)).astype(np.int64)
+    batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    cpu = get_runtime("torch-cpu").load(tiny_classifier).run(batch)
+    session = get_runtime("torch-cuda-fp8").load(tiny_classifier)
+    assert any("Float8" in type(m.weight).__name__ for m in session.model.modules()
+               if isinstance(m, torch.nn.Linear))
+    np.testing.assert_allclose(cpu, session.run(batch), atol=0.1)
