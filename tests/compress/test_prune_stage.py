@@ -1,0 +1,81 @@
+"""The prune stage through the recipe engine: methods, recovery from a named teacher, caching."""
+
+import pytest
+
+from slimbert.compress.prune import PruneConfig, RecoveryConfig
+from slimbert.errors import RecipeError
+from slimbert.pipeline import run_recipe
+from slimbert.recipe import recipe_from_dict
+from tests.conftest import tiny_recipe
+
+FAST_TRAIN = {"lr": 1e-3, "batch_size": 16, "patience": 0}
+
+
+def stages():
+    return [
+        {"type": "finetune", "name": "teacher", "epochs": 8, **FAST_TRAIN},
+        {"type": "distill", "name": "student", "epochs": 3, **FAST_TRAIN},
+        {"type": "prune", "name": "pruned", "input": "student", "method": "structured",
+         "heads_fraction": 0.5, "ffn_fraction": 0.5,
+         "recovery": {"teacher": "teacher", "epochs": 3, **FAST_TRAIN}},
+        {"type": "prune", "name": "pruned-vocab", "method": "vocab"},
+        {"type": "export-onnx", "name": "pruned-onnx"},
+        {"type": "prune", "name": "sparse", "input": "teacher", "method": "magnitude",
+         "sparsity": 0.5, "schedule": "gradual", "recovery": {"epochs": 2, **FAST_TRAIN}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_encoder, sentiment_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages()))
+    return out, recipe, run_recipe(recipe, out, progress=False)
+
+
+def test_structured_pruning_recovers_from_the_named_teacher(run):
+    out, _, result = run
+    manifest = result.artifact("pruned").manifest
+    assert set(manifest.parents) == {"student", "teacher"}  # the teacher is a cached input too
+    m = manifest.metrics
+    assert m["recovery"]["teacher"] == str(out / "teacher")
+    report = m["sparsity_report"]
+    assert report["before"]["heads"] == 8 and report["after"]["heads"] == 4
+    assert report["after"]["ffn_neurons"] == 64 and report["after"]["params"] < report["before"]["params"]
+    assert m["test"]["accuracy"] >= 0.9 and m["retention"] >= 0.95
+    assert result.artifact("pruned-onnx").manifest.metrics["validation"]["max_abs_diff"] < 1e-3
+
+
+def test_vocab_pruning_composes_and_records_rows(run):
+    _, _, result = run
+    m = result.artifact("pruned-vocab").manifest.metrics
+    assert m["embedding_rows_after"] <= m["embedding_rows_before"]
+    assert m["test"] == m["test_before"]  # lossless on the task's own texts
+    assert m["sparsity_report"]["after"]["heads"] == 4  # kept the structured pruning
+
+
+def test_gradual_magnitude_pruning_reaches_its_sparsity(run):
+    _, _, result = run
+    m = result.artifact("sparse").manifest.metrics
+    assert m["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert m["sparsity_report"]["after"]["zeros"] > 0.3 * m["sparsity_report"]["after"]["params"]
+    assert m["recovery"]["teacher"].endswith("teacher")  # the unpruned input by default
+
+
+def test_rerun_reuses_every_prune_stage(run):
+    out, recipe, _ = run
+    again = run_recipe(recipe, out, progress=False)
+    assert {s.status for s in again.stages} == {"reused"}
+
+
+def test_unknown_teacher_and_bad_settings_are_clear_errors(tiny_encoder, sentiment_csv, tmp_path):
+    bad = [{"type": "prune", "method": "structured", "recovery": {"teacher": "nope"}}]
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, bad))
+    with pytest.raises(RecipeError) as err:
+        run_recipe(recipe, tmp_path / "out", progress=False)
+    assert "'nope'" in err.value.message
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [{"type": "prune", "heads_fraction": 1.0}]))
+    assert "heads_fraction must be in [0, 1)" in err.value.message
+    with pytest.raises(ValueError, match="gradual"):
+        PruneConfig(method="magnitude", schedule="gradual")
+    assert PruneConfig(recovery=RecoveryConfig()).recovery.epochs == 2
