@@ -62,6 +62,7 @@ class PruneConfig:
     # structured: fraction of heads (per layer) and FFN neurons (same count per layer) removed
     heads_fraction: float = 0.25
     ffn_fraction: float = 0.4
+    ffn_multiple: int = 1  # round the kept FFN size down to a multiple of this (faster GEMMs)
     importance: Literal["taylor", "magnitude"] = "taylor"
     importance_examples: int = 1024  # training examples the Taylor scores average over
     # magnitude: fraction of encoder linear weights zeroed
@@ -75,6 +76,8 @@ class PruneConfig:
             value = getattr(self, name)
             if not 0 <= value < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.ffn_multiple < 1:
+            raise ValueError(f"ffn_multiple must be >= 1, got {self.ffn_multiple}")
         if self.importance_examples < 1:
             raise ValueError(f"importance_examples must be >= 1, got {self.importance_examples}")
         if self.method == "magnitude" and self.schedule == "gradual" and self.recovery is None:
@@ -128,7 +131,7 @@ def _prune_structured(job: PruneJob) -> dict[str, Any]:
     batches = _importance_batches(job) if job.cfg.importance == "taylor" else None
     return prune_structured(job.model, heads_fraction=job.cfg.heads_fraction,
                             ffn_fraction=job.cfg.ffn_fraction, scorer=job.cfg.importance,
-                            batches=batches, loss_fn=_task_loss)
+                            batches=batches, loss_fn=_task_loss, ffn_multiple=job.cfg.ffn_multiple)
 
 
 def _prune_magnitude(job: PruneJob) -> dict[str, Any]:

@@ -175,8 +175,12 @@ def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear
     return new
 
 
-def prune_neurons(model: nn.Module, scores: Scores, fraction: float) -> int:
-    """Drop the same number of least important FFN neurons from every layer; returns the new size."""
+def prune_neurons(model: nn.Module, scores: Scores, fraction: float, multiple: int = 1) -> int:
+    """Drop the same number of least important FFN neurons from every layer; returns the new size.
+
+    With ``multiple`` > 1 the kept count is rounded down to a multiple of it (GEMM kernels
+    run fastest on sizes in multiples of their tile), pruning slightly more than asked.
+    """
     layers = find_layers(model)[2]
     sizes = {_parts(layer)[2].out_features for layer in layers}
     if len(sizes) != 1:
@@ -185,6 +189,8 @@ def prune_neurons(model: nn.Module, scores: Scores, fraction: float) -> int:
                          hint="prune FFN neurons only on models with equal layers.")
     size = sizes.pop()
     keep = size - int(round(fraction * size))
+    if fraction > 0 and multiple > 1:
+        keep = keep // multiple * multiple
     if keep < 1:
         raise ModelError(f"ffn_fraction {fraction} would remove every FFN neuron.",
                          hint="use ffn_fraction < 1.")
@@ -199,13 +205,13 @@ def prune_neurons(model: nn.Module, scores: Scores, fraction: float) -> int:
 
 
 def prune_structured(model: nn.Module, *, heads_fraction: float, ffn_fraction: float, scorer: str,
-                     batches=None, loss_fn=None) -> dict:
+                     batches=None, loss_fn=None, ffn_multiple: int = 1) -> dict:
     """Score, then remove heads and FFN neurons in place; returns what was removed."""
     before = layer_shapes(model)
     scores = SCORERS[scorer](model, batches, loss_fn)
     heads = choose_heads(model, scores, heads_fraction)
     prune_heads(model, heads)
-    prune_neurons(model, scores, ffn_fraction)
+    prune_neurons(model, scores, ffn_fraction, ffn_multiple)
     after = layer_shapes(model)
     log.info("structured pruning: (heads, neurons) per layer %s -> %s", before, after)
     return {"pruned_heads": {str(k): v for k, v in heads.items()},

@@ -77,6 +77,13 @@ def test_pruning_composes_with_already_pruned_heads(model_dir, tmp_path):
     torch.testing.assert_close(logits(again, b), logits(model, b))
 
 
+def test_ffn_size_can_be_rounded_down_to_a_multiple(model_dir):
+    model = load(model_dir)
+    prune_structured(model, heads_fraction=0.0, ffn_fraction=0.3, scorer="magnitude", ffn_multiple=16)
+    assert layer_shapes(model) == [(4, 32), (4, 32)]  # 64 - 19 = 45 -> 32
+    assert model.config.intermediate_size == 32
+
+
 def test_a_layer_keeps_at_least_one_head(model_dir):
     model = load(model_dir)
     with pytest.raises(ModelError) as err:
