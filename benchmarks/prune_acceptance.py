@@ -76,11 +76,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("/tmp/fresh/runs/default"))
     parser.add_argument("--out", type=Path, default=Path("runs/prune-acceptance"))
-    parser.add_argument("--epochs", type=int, default=8, help="recovery distillation epochs")
+    parser.add_argument("--epochs", type=int, default=3, help="recovery distillation epochs")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved latency rounds")
     parser.add_argument("--results", type=Path, default=RESULTS)
     parser.add_argument("--limit", type=int, default=None, help="examples per split (smoke test only)")
+    parser.add_argument("--train-threads", type=int, default=None,
+                        help="torch threads for pruning and recovery (1 helps on a shared machine)")
     args = parser.parse_args()
+    if args.train_threads:
+        import torch
+
+        torch.set_num_threads(args.train_threads)
     start = time.perf_counter()
     recipe = recipe_from_dict(build_recipe(args.run, args.epochs, args.limit), "prune_acceptance")
     result = run_recipe(recipe, args.out)

@@ -155,7 +155,7 @@ def distill(
 def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int, cfg: KDSettings,
                  work_dir: Path, *, seed: int, mapping: list[int] | None = None,
                  desc: str = "distill", progress: bool = True,
-                 teacher_train: EncodedSplit | None = None) -> TrainResult:
+                 teacher_train: EncodedSplit | None = None, select_from_step: int = 0) -> TrainResult:
     """Train an already-built ``student`` on ``teacher``'s soft targets (and the labels).
 
     The student may come from layer selection (``distill``) or from pruning; ``mapping``
@@ -187,4 +187,4 @@ def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int
         return loss
 
     return train(student, enc["train"], enc["dev"], num_labels, cfg, loss_fn,
-                 work_dir, seed, desc=desc, progress=progress)
+                 work_dir, seed, desc=desc, progress=progress, select_from_step=select_from_step)

@@ -165,7 +165,8 @@ def _recover(job: PruneJob, teacher_dir: Path, enc: dict[str, EncodedSplit], wor
     mapping = list(range(job.model.config.num_hidden_layers + 1)) if same_depth else None
     result = distill_into(job.model, teacher, enc, job.data.num_labels, cfg, work_dir, seed=job.seed,
                           mapping=mapping, desc=f"recover ({job.cfg.method})", progress=progress,
-                          teacher_train=teacher_train)
+                          teacher_train=teacher_train,
+                          select_from_step=max([getattr(h, "select_from_step", 0) for h in job.hooks] + [0]))
     return {"teacher": str(teacher_dir), "teacher_test": evaluate(teacher, enc["test"], job.data.num_labels),
             **result.metrics()}
 

@@ -7,7 +7,8 @@ weights stay zero while the optimiser trains the rest. ``gradual`` follows Zhu &
 (2017): sparsity s_t = s_f * (1 - (1 - t / T)^3), recomputed from magnitudes every few
 steps and reaching the target at ``RAMP`` of the training steps, so the last part of
 recovery trains at the final sparsity. ``finish`` applies the final masks to the weights
-the trainer kept (its best dev checkpoint) and removes the hook: the zeros are permanent.
+the trainer kept and removes the hook: the zeros are permanent. With a gradual schedule the
+trainer only picks its best dev checkpoint from steps at the final sparsity.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class MaskHolder:
         self.masks = magnitude_masks(self.weights, self.current, scope)
         self._apply()
         self.handle = model.register_forward_pre_hook(self._before_forward)
+
+    @property
+    def select_from_step(self) -> int:
+        """First training step whose weights are at the final sparsity (0: one-shot)."""
+        return self._ramp() if self.total_steps else 0
 
     def _ramp(self) -> int:
         return max(1, math.floor(RAMP * self.total_steps))

@@ -57,6 +57,7 @@ def test_gradual_magnitude_pruning_reaches_its_sparsity(run):
     _, _, result = run
     m = result.artifact("sparse").manifest.metrics
     assert m["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert m["sparsity_at_best_checkpoint"] == pytest.approx(0.5, abs=0.01)  # picked after the ramp
     assert m["sparsity_report"]["after"]["zeros"] > 0.3 * m["sparsity_report"]["after"]["params"]
     assert m["recovery"]["teacher"].endswith("teacher")  # the unpruned input by default
 
