@@ -80,3 +80,22 @@ def test_unknown_teacher_and_bad_settings_are_clear_errors(tiny_encoder, sentime
     with pytest.raises(ValueError, match="gradual"):
         PruneConfig(method="magnitude", schedule="gradual")
     assert PruneConfig(recovery=RecoveryConfig()).recovery.epochs == 2
+
+
+def test_compress_command_prunes_and_reports_bad_settings_cleanly(tiny_classifier, sentiment_csv, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from slimbert.cli import main
+
+    common = ["-q", "compress", "--stage", "prune", "--model", str(tiny_classifier),
+              "--dataset", str(sentiment_csv), "--max-length", "32"]
+    result = CliRunner().invoke(main, [*common, "--set", "method=structured", "--set", "heads_fraction=0.5",
+                                       "--set", "importance=magnitude", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "p" / "prune" / "manifest.json").read_text())["metrics"]
+    assert metrics["sparsity_report"]["after"]["heads"] == 8  # 4 layers x 2 of 4 heads
+    result = CliRunner().invoke(main, [*common, "--set", "heads_fraction=1.0", "--out", str(tmp_path / "q")])
+    assert result.exit_code == 2 and "heads_fraction must be in [0, 1)" in result.output
+    assert "Traceback" not in result.output
