@@ -69,11 +69,11 @@ def test_rerun_reuses_every_prune_stage(run):
 
 
 def test_unknown_teacher_and_bad_settings_are_clear_errors(tiny_encoder, sentiment_csv, tmp_path):
-    bad = [{"type": "prune", "method": "structured", "recovery": {"teacher": "nope"}}]
-    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, bad))
-    with pytest.raises(RecipeError) as err:
-        run_recipe(recipe, tmp_path / "out", progress=False)
-    assert "'nope'" in err.value.message
+    bad = [{"type": "prune", "name": "p", "method": "structured", "recovery": {"teacher": "later"}},
+           {"type": "finetune", "name": "later"}]
+    with pytest.raises(RecipeError) as err:  # at parse time, before any training
+        recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, bad))
+    assert "'later'" in err.value.message and "earlier stages: none" in err.value.message
     with pytest.raises(RecipeError) as err:
         recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [{"type": "prune", "heads_fraction": 1.0}]))
     assert "heads_fraction must be in [0, 1)" in err.value.message
