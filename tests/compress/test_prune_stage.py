@@ -99,3 +99,29 @@ def test_compress_command_prunes_and_reports_bad_settings_cleanly(tiny_classifie
     result = CliRunner().invoke(main, [*common, "--set", "heads_fraction=1.0", "--out", str(tmp_path / "q")])
     assert result.exit_code == 2 and "heads_fraction must be in [0, 1)" in result.output
     assert "Traceback" not in result.output
+
+
+def test_recovery_of_a_vocab_pruned_student_feeds_the_teacher_its_own_token_ids(tiny_classifier, tmp_path):
+    import numpy as np
+
+    from slimbert.compress.prune import prune
+    from slimbert.compress.trainer import predict_logits
+    from slimbert.data import Split, TextClassificationData, encode_split
+    from slimbert.models import load_classifier, load_tokenizer
+    from tests.conftest import make_sentences
+
+    rows = [(t, lab) for t, lab in make_sentences(200, seed=3) if "superb" not in t and "cast" not in t]
+    split = Split([t for t, _ in rows], np.array([int(lab == "pos") for _, lab in rows]))
+    data = TextClassificationData({"train": split, "dev": split, "test": split}, ["neg", "pos"])
+    small = tmp_path / "small"
+    m = prune(tiny_classifier, data, PruneConfig(method="vocab", keep_ascii_chars=False), small,
+              tmp_path / "w1", max_length=32, progress=False)
+    assert m["embedding_rows_after"] == m["embedding_rows_before"] - 2  # superb, cast
+    cfg = PruneConfig(method="structured", heads_fraction=0.25, ffn_fraction=0.25,
+                      recovery=RecoveryConfig(epochs=1, batch_size=16))
+    prune(small, data, cfg, tmp_path / "out", tmp_path / "w2", max_length=32, progress=False,
+          teacher_dir=tiny_classifier)
+    cached = np.load(tmp_path / "w2" / "teacher_logits.npy")
+    teacher_ids = encode_split(load_tokenizer(tiny_classifier), split, 32)
+    expected = predict_logits(load_classifier(tiny_classifier), teacher_ids)
+    np.testing.assert_allclose(cached, expected, atol=1e-5)
