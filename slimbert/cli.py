@@ -137,9 +137,10 @@ def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
 
 
 @main.command()
-@click.option("--stage", type=click.Choice(["finetune", "distill"]), required=True,
+@click.option("--stage", type=click.Choice(["finetune", "distill", "prune"]), required=True,
               help="finetune: train a classifier head on MODEL. distill: shrink MODEL "
-                   "(a fine-tuned classifier) into a student.")
+                   "(a fine-tuned classifier) into a student. prune: prune MODEL's vocabulary, "
+                   "heads/FFN neurons or weights (--set method=vocab|structured|magnitude).")
 @click.option("--model", required=True, help="Built-in name, hub id or local folder.")
 @_dataset_options
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -154,6 +155,7 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
     Examples:
       slimbert compress --stage finetune --model minilm-l6 --set epochs=2
       slimbert compress --stage distill --model runs/compress/finetune --set layers=[0,3]
+      slimbert compress --stage prune --model runs/compress/distill --set method=vocab
     """
     from slimbert.pipeline import run_recipe
 

@@ -110,6 +110,22 @@ class _Run:
             )
         return found
 
+    def resolve_reference(self, spec: StageSpec, ref: str) -> StageInput:
+        """An artifact a stage's config names: an earlier model stage, else a model folder."""
+        if ref in self.done:
+            return self.done[ref]
+        if ref == "model":
+            return self.model
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() else self.recipe.base_dir / path
+        if not path.is_dir() or detect_kind(path) != "hf-model":
+            raise RecipeError(
+                f"stage {spec.name!r} refers to {ref!r}, which is neither an earlier model stage "
+                "nor a transformers model folder.",
+                hint=f"earlier stages: {', '.join(self.done) or 'none'}.",
+            )
+        return StageInput(ref, path, "hf-model", model_fingerprint(path))
+
     def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
         names = spec.config.artifacts
         if names is None:
@@ -159,6 +175,9 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
         entries = run.bench_entries(spec) if spec.type == "bench" else []
         parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
             e.name: _input_fingerprint(e) for e in entries}
+        references = {ref: run.resolve_reference(spec, ref)
+                      for ref in (stage.references(spec.config) if stage.references else [])}
+        parents |= {ref: r.fingerprint for ref, r in references.items()}
         inputs_hash = sha256_json({
             "format": FORMAT_VERSION, "type": spec.type, "config": to_dict(spec.config),
             "parents": parents, "data": run.data.fingerprint,
@@ -177,7 +196,8 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             with artifact_writer(dest) as tmp:
                 ctx = StageContext(spec.name, spec.config, stage_input, run.data,
                                    recipe.dataset.max_length, recipe.seed, tmp, work,
-                                   progress, entries, recipe.name)
+                                   progress, entries, recipe.name,
+                                   {ref: r.path for ref, r in references.items()})
                 metrics = stage.run(ctx)
                 manifest = Manifest(
                     kind=stage.output_kind, stage=spec.name, stage_type=spec.type,

@@ -77,6 +77,20 @@ def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
     return StageSpec(type=kind, name=name, config=config, input=stage_input)
 
 
+def _check_references(spec: StageSpec, index: int, seen: set[str], source: str, base_dir: Path) -> None:
+    """Artifacts a config names (e.g. a recovery teacher) must exist before hours of training."""
+    refs = STAGES[spec.type].references
+    for ref in refs(spec.config) if refs else []:
+        path = Path(ref).expanduser()
+        if ref in seen or ref == "model" or (path if path.is_absolute() else base_dir / path).is_dir():
+            continue
+        raise RecipeError(
+            f"{source}: stages[{index}] ({spec.name}) refers to {ref!r}, which is neither an "
+            f"earlier stage nor a model folder; earlier stages: {', '.join(sorted(seen)) or 'none'}.",
+            hint="name an earlier stage, or a folder with a saved model.",
+        )
+
+
 def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source} must be a YAML mapping with model, dataset and stages.")
@@ -96,6 +110,7 @@ def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = 
                 f"{source}: stages[{i}] ({spec.name}) reads {spec.input!r}, which is not an "
                 f"earlier stage; earlier stages: {', '.join(sorted(seen)) or 'none'}.",
             )
+        _check_references(spec, i, seen, source, base_dir or Path.cwd())
         seen.add(spec.name)
     return Recipe(model=top.model, dataset=top.dataset, stages=stages, name=top.name,
                   seed=top.seed, base_dir=base_dir or Path.cwd())

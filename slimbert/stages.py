@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from slimbert.bench.report import pareto_plot, render_markdown
 from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
+from slimbert.compress.prune import PruneConfig, prune
 from slimbert.compress.qat import QatConfig, qat
 from slimbert.data import TextClassificationData, encode_split
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
@@ -50,6 +51,8 @@ class StageContext:
     progress: bool
     bench_entries: list[BenchEntry]  # for the bench stage: what to measure
     recipe_name: str
+    # other artifacts the config names (e.g. prune's recovery teacher): reference -> folder
+    references: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class StageType:
     output_kind: str
     run: Callable[[StageContext], dict[str, Any]]
     help: str
+    # names of further inputs the config refers to (earlier stages or model folders)
+    references: Callable[[Any], list[str]] | None = None
 
 
 def _validation_split(ctx: StageContext, n: int = 512):
@@ -81,6 +86,17 @@ def _run_distill(ctx: StageContext) -> dict[str, Any]:
 def _run_qat(ctx: StageContext) -> dict[str, Any]:
     return qat(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
                max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
+
+
+def _run_prune(ctx: StageContext) -> dict[str, Any]:
+    teacher = ctx.config.recovery.teacher if ctx.config.recovery else None
+    return prune(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work, max_length=ctx.max_length,
+                 seed=ctx.seed, progress=ctx.progress,
+                 teacher_dir=ctx.references[teacher] if teacher else None)
+
+
+def _prune_references(cfg: PruneConfig) -> list[str]:
+    return [cfg.recovery.teacher] if cfg.recovery and cfg.recovery.teacher else []
 
 
 def _run_export_onnx(ctx: StageContext) -> dict[str, Any]:
@@ -112,6 +128,9 @@ STAGES: dict[str, StageType] = {
                   "fine-tune a pretrained encoder into a classifier (the teacher)"),
         StageType("distill", DistillConfig, "hf-model", "hf-model", _run_distill,
                   "distil the input classifier into a shallower student"),
+        StageType("prune", PruneConfig, "hf-model", "hf-model", _run_prune,
+                  "prune vocabulary, heads/FFN neurons or weights, then recover by distillation",
+                  references=_prune_references),
         StageType("export-onnx", OnnxExportConfig, "hf-model", "onnx", _run_export_onnx,
                   "export to ONNX, fuse for ONNX Runtime, validate against PyTorch"),
         StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,

@@ -13,19 +13,35 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from slimbert.compress.student import LayerChoice, build_student, find_layers, resolve_layers
-from slimbert.compress.trainer import TrainConfig, evaluate, label_tensor, predict_logits, train
-from slimbert.data import TextClassificationData, encode_split
+from slimbert.compress.trainer import (
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    label_tensor,
+    predict_logits,
+    train,
+)
+from slimbert.data import EncodedSplit, TextClassificationData, encode_split
 from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+class KDSettings(Protocol):
+    """What ``distill_into`` reads: TrainConfig's settings plus the loss weights."""
+
+    temperature: float
+    alpha_kd: float
+    alpha_ce: float
+    alpha_hidden: float
 
 
 @dataclass
@@ -117,11 +133,44 @@ def distill(
     torch.manual_seed(seed)
     student = build_student(teacher, layers)
     enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
-    work_dir.mkdir(parents=True, exist_ok=True)
-    teacher_logits = torch.from_numpy(cached_teacher_logits(teacher, enc["train"], work_dir, progress))
-    labels = enc["train"].labels
     # hidden_states[0] is the embedding output; teacher layer i's output is index i + 1
     mapping = [0] + [i + 1 for i in layers]
+    result = distill_into(student, teacher, enc, data.num_labels, cfg, work_dir, seed=seed,
+                          mapping=mapping, desc=f"distill {len(layers)}L", progress=progress)
+    test = evaluate(student, enc["test"], data.num_labels)
+    teacher_test = evaluate(teacher, enc["test"], data.num_labels)
+    student.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "test": test,
+        "teacher_test": teacher_test,
+        "retention": test["accuracy"] / teacher_test["accuracy"],
+        "teacher_layers": layers,
+        "params": sum(p.numel() for p in student.parameters()),
+        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        **result.metrics(),
+    }
+
+
+def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int, cfg: KDSettings,
+                 work_dir: Path, *, seed: int, mapping: list[int] | None = None,
+                 desc: str = "distill", progress: bool = True,
+                 teacher_train: EncodedSplit | None = None, select_from_step: int = 0) -> TrainResult:
+    """Train an already-built ``student`` on ``teacher``'s soft targets (and the labels).
+
+    The student may come from layer selection (``distill``) or from pruning; ``mapping``
+    pairs student hidden states with the teacher's for the hidden-state loss (needed only
+    when ``cfg.alpha_hidden`` > 0). The student's token ids must be the teacher's: both
+    read the same ``enc``, unless ``teacher_train`` gives the teacher's own encoding of the
+    training split (same examples, same order; e.g. after the student's vocabulary was pruned).
+    """
+    if cfg.alpha_hidden and (mapping is None or teacher_train is not None):
+        raise ModelError("the hidden-state loss (alpha_hidden > 0) needs a student-to-teacher "
+                         "layer mapping and the same tokenizer for both.", hint="set alpha_hidden: 0.")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    teacher_enc = teacher_train if teacher_train is not None else enc["train"]
+    teacher_logits = torch.from_numpy(cached_teacher_logits(teacher, teacher_enc, work_dir, progress))
+    labels = enc["train"].labels
 
     def loss_fn(model, batch, index):
         out = model(**batch, output_hidden_states=cfg.alpha_hidden > 0)
@@ -137,18 +186,5 @@ def distill(
                 out.hidden_states, t_hidden, mapping, batch["attention_mask"])
         return loss
 
-    result = train(student, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn,
-                   work_dir, seed, desc=f"distill {len(layers)}L", progress=progress)
-    test = evaluate(student, enc["test"], data.num_labels)
-    teacher_test = evaluate(teacher, enc["test"], data.num_labels)
-    student.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    return {
-        "test": test,
-        "teacher_test": teacher_test,
-        "retention": test["accuracy"] / teacher_test["accuracy"],
-        "teacher_layers": layers,
-        "params": sum(p.numel() for p in student.parameters()),
-        "teacher_params": sum(p.numel() for p in teacher.parameters()),
-        **result.metrics(),
-    }
+    return train(student, enc["train"], enc["dev"], num_labels, cfg, loss_fn,
+                 work_dir, seed, desc=desc, progress=progress, select_from_step=select_from_step)

@@ -135,10 +135,13 @@ def train(
     desc: str = "train",
     progress: bool = True,
     extra_params: list[torch.nn.Parameter] | None = None,
+    select_from_step: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the best-on-dev weights.
 
-    ``work_dir`` holds the checkpoint; if one is there the run resumes from it.
+    ``work_dir`` holds the checkpoint; if one is there the run resumes from it. Evaluations
+    before ``select_from_step`` are recorded but cannot become the best weights (gradual
+    pruning: a checkpoint from before the target sparsity is not a valid result).
     """
     start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -208,16 +211,18 @@ def train(
                           "loss": float(loss.item()), **{f"dev_{k}": v for k, v in metrics.items()}}
                 state["history"].append(record)
                 score = metrics[cfg.metric]
-                if state["best"] is None or score > state["best"][cfg.metric]:
+                if state["global_step"] < select_from_step:
+                    pass  # not a candidate yet (e.g. pruning still under way): no best, no patience
+                elif state["best"] is None or score > state["best"][cfg.metric]:
                     state["best"] = metrics
                     state["bad_evals"] = 0
                     _save_atomic(model.state_dict(), best_path)
                 else:
                     state["bad_evals"] += 1
-                bar.set_postfix(loss=f"{loss.item():.4f}", dev=f"{score:.4f}",
-                                best=f"{state['best'][cfg.metric]:.4f}")
+                best = state["best"][cfg.metric] if state["best"] else float("nan")
+                bar.set_postfix(loss=f"{loss.item():.4f}", dev=f"{score:.4f}", best=f"{best:.4f}")
                 log.info("%s step %d: dev %s %.4f (best %.4f)", desc, state["global_step"],
-                         cfg.metric, score, state["best"][cfg.metric])
+                         cfg.metric, score, best)
                 if patience_evals and state["bad_evals"] >= patience_evals:
                     state["stopped_early"] = True
                     state["epoch"] = cfg.epochs  # the checkpoint must say "finished"

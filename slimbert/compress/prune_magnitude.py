@@ -1,0 +1,122 @@
+"""Unstructured magnitude pruning of the encoder's linear weights, one-shot or gradual.
+
+Masks are our own (a boolean per weight) rather than ``torch.nn.utils.prune``'s
+reparametrisation, so state_dict keys, checkpoints and ``save_pretrained`` stay plain. A
+forward pre-hook multiplies the weights by their masks before every forward pass: pruned
+weights stay zero while the optimiser trains the rest. ``gradual`` follows Zhu & Gupta
+(2017): sparsity s_t = s_f * (1 - (1 - t / T)^3), recomputed from magnitudes every few
+steps and reaching the target at ``RAMP`` of the training steps, so the last part of
+recovery trains at the final sparsity. ``finish`` applies the final masks to the weights
+the trainer kept and removes the hook: the zeros are permanent. With a gradual schedule the
+trainer only picks its best dev checkpoint from steps at the final sparsity.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimbert.compress.student import find_layers
+
+log = logging.getLogger(__name__)
+
+RAMP = 0.7  # fraction of training steps over which gradual sparsity rises to the target
+UPDATE_EVERY = 10  # training steps between mask updates
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The encoder layers' linear weights (embeddings, pooler and classifier stay dense)."""
+    found = {}
+    for i, layer in enumerate(find_layers(model)[2]):
+        for name, module in layer.named_modules():
+            if isinstance(module, nn.Linear):
+                found[f"layer.{i}.{name}.weight"] = module.weight
+    return found
+
+
+def cubic_sparsity(step: int, total: int, final: float) -> float:
+    """Zhu & Gupta's schedule from 0 to ``final`` over ``total`` steps, then constant."""
+    if total <= 0 or step >= total:
+        return final
+    return final * (1 - (1 - step / total) ** 3)
+
+
+def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    """Keep-masks zeroing the ``sparsity`` fraction of smallest |w|, globally or per tensor."""
+    if sparsity <= 0:
+        return {k: torch.ones_like(w, dtype=torch.bool) for k, w in weights.items()}
+    if scope == "global":
+        flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+        k = int(sparsity * flat.numel())
+        threshold = torch.kthvalue(flat, k).values if k else flat.min() - 1
+        return {name: w.detach().abs() > threshold for name, w in weights.items()}
+    masks = {}
+    for name, w in weights.items():
+        k = int(sparsity * w.numel())
+        threshold = torch.kthvalue(w.detach().abs().flatten(), k).values if k else -1.0
+        masks[name] = w.detach().abs() > threshold
+    return masks
+
+
+class MaskHolder:
+    """Holds masks on a model through training; ``finish`` makes them permanent."""
+
+    def __init__(self, model: nn.Module, sparsity: float, scope: str, total_steps: int = 0):
+        self.model, self.sparsity, self.scope = model, sparsity, scope
+        self.total_steps = total_steps  # 0: one-shot (final sparsity from the start)
+        self.weights = prunable_weights(model)
+        self.step = 0
+        self.current = cubic_sparsity(0, self._ramp(), sparsity) if total_steps else sparsity
+        self.masks = magnitude_masks(self.weights, self.current, scope)
+        self._apply()
+        self.handle = model.register_forward_pre_hook(self._before_forward)
+
+    @property
+    def select_from_step(self) -> int:
+        """First training step whose weights are at the final sparsity (0: one-shot)."""
+        return self._ramp() if self.total_steps else 0
+
+    def _ramp(self) -> int:
+        return max(1, math.floor(RAMP * self.total_steps))
+
+    @torch.no_grad()
+    def _apply(self) -> None:
+        for name, w in self.weights.items():
+            w.mul_(self.masks[name])
+
+    def _before_forward(self, module, args) -> None:
+        if module.training and self.total_steps:
+            self.step += 1
+            if self.step % UPDATE_EVERY == 0 or self.step >= self._ramp():
+                target = cubic_sparsity(self.step, self._ramp(), self.sparsity)
+                if target != self.current:
+                    self.current = target
+                    self.masks = magnitude_masks(self.weights, target, self.scope)
+        self._apply()
+
+    def finish(self) -> dict[str, Any]:
+        """Final-sparsity masks on the kept weights, applied for good; the hook is removed."""
+        self.handle.remove()
+        total = sum(w.numel() for w in self.weights.values())
+        held = sum(int((w == 0).sum()) for w in self.weights.values()) / total
+        self.masks = magnitude_masks(self.weights, self.sparsity, self.scope)
+        self._apply()
+        zeros = sum(int((w == 0).sum()) for w in self.weights.values())
+        return {"target_sparsity": self.sparsity, "scope": self.scope,
+                "prunable_params": total, "prunable_sparsity": round(zeros / total, 4),
+                # sparsity of the weights training ended with (gradual: the best checkpoint's)
+                "sparsity_at_best_checkpoint": round(held, 4), "training_steps_seen": self.step}
+
+
+def start_magnitude_pruning(model: nn.Module, cfg, data, max_length: int) -> tuple[MaskHolder, dict]:
+    """Attach masks for ``cfg`` (a PruneConfig); gradual schedules span the recovery's steps."""
+    total = 0
+    if cfg.schedule == "gradual":
+        rec = cfg.recovery
+        total = math.ceil(len(data.splits["train"]) / rec.batch_size) * rec.epochs
+    holder = MaskHolder(model, cfg.sparsity, cfg.scope, total)
+    return holder, {"schedule": cfg.schedule, "schedule_steps": total}

@@ -1,0 +1,62 @@
+import pytest
+import torch
+
+from slimbert.compress.prune_magnitude import (
+    MaskHolder,
+    cubic_sparsity,
+    magnitude_masks,
+    prunable_weights,
+)
+from tests.conftest import build_tiny_bert
+
+
+def load(folder):
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(folder)
+
+
+def sparsity(weights):
+    total = sum(w.numel() for w in weights.values())
+    return sum(int((w == 0).sum()) for w in weights.values()) / total
+
+
+def test_cubic_schedule_rises_fast_then_flattens_and_reaches_the_target():
+    values = [cubic_sparsity(t, 100, 0.8) for t in range(0, 121, 10)]
+    assert values[0] == 0 and values[10] == pytest.approx(0.8) and values[-1] == 0.8
+    assert all(a <= b for a, b in zip(values, values[1:], strict=False))
+    assert values[1] - values[0] > values[9] - values[8]  # prune early, when it is cheap
+
+
+def test_global_and_per_layer_masks_hit_the_target():
+    torch.manual_seed(0)
+    weights = {"a": torch.randn(50, 40), "b": torch.randn(30, 20) * 10}
+    glob = magnitude_masks(weights, 0.5, "global")
+    kept = sum(int(m.sum()) for m in glob.values())
+    assert kept == pytest.approx(0.5 * 2600, abs=1)
+    assert glob["b"].float().mean() > glob["a"].float().mean()  # large weights survive globally
+    per = magnitude_masks(weights, 0.5, "per-layer")
+    for name in weights:
+        assert per[name].float().mean() == pytest.approx(0.5, abs=0.01)
+
+
+def test_masks_hold_through_training_and_become_permanent(tmp_path):
+    model = load(build_tiny_bert(tmp_path / "m", layers=2, num_labels=2))
+    holder = MaskHolder(model, 0.6, "global", total_steps=40)
+    weights = prunable_weights(model)
+    assert sparsity(weights) == pytest.approx(0.0, abs=0.01)  # gradual starts dense
+    optim = torch.optim.SGD(model.parameters(), lr=0.1)
+    ids = torch.randint(5, 30, (4, 8))
+    model.train()
+    for _ in range(40):
+        out = model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1]))
+        out.loss.backward()
+        optim.step()
+        optim.zero_grad()
+    model(input_ids=ids)  # the hook re-applies the masks before the next forward
+    assert sparsity(weights) == pytest.approx(0.6, abs=0.01)
+    info = holder.finish()
+    assert info["prunable_sparsity"] == pytest.approx(0.6, abs=0.01)
+    model.save_pretrained(tmp_path / "p")
+    assert sparsity(prunable_weights(load(tmp_path / "p"))) == pytest.approx(0.6, abs=0.01)
+    assert not model._forward_pre_hooks  # no hook left behind
