@@ -21,9 +21,10 @@ from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.data import TextClassificationData, encode_split
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.models import load_tokenizer
 
-MODEL_KINDS = ("hf-model", "onnx")
+MODEL_KINDS = ("hf-model", "onnx", "ort-mobile")
 
 
 @dataclass
@@ -85,6 +86,10 @@ def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
     return quantize_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
 
 
+def _run_export_ort_mobile(ctx: StageContext) -> dict[str, Any]:
+    return export_ort_mobile(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+
+
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
     report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
                        name=ctx.recipe_name, progress=ctx.progress)
@@ -105,6 +110,8 @@ STAGES: dict[str, StageType] = {
                   "export to ONNX, fuse for ONNX Runtime, validate against PyTorch"),
         StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
                   "quantize an ONNX graph to INT8 with ONNX Runtime"),
+        StageType("export-ort-mobile", OrtMobileConfig, "onnx", "ort-mobile", _run_export_ort_mobile,
+                  "convert ONNX to ORT format for mobile builds, with the reduced-build op list"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )
@@ -114,12 +121,15 @@ STAGES: dict[str, StageType] = {
 def detect_kind(folder: Path) -> str | None:
     """Kind of a model folder that may lack a manifest (e.g. a user's own export)."""
     from slimbert.export.onnx import ONNX_FILE
+    from slimbert.export.ort_mobile import ORT_FILE
 
     manifest = folder / "manifest.json"
     if manifest.is_file():
         return json.loads(manifest.read_text()).get("kind")
     if (folder / ONNX_FILE).is_file():
         return "onnx"
+    if (folder / ORT_FILE).is_file():
+        return "ort-mobile"
     if (folder / "config.json").is_file():
         return "hf-model"
     return None
