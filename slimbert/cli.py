@@ -208,7 +208,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
         for runtime in all_runtimes().values():
             reason = runtime.unavailable_reason()
             state = "available" if reason is None else f"unavailable: {reason}"
-            click.echo(f"{runtime.name:<16} {runtime.kind:<9} {runtime.device:<5} {state}")
+            click.echo(f"{runtime.name:<19} {runtime.kind:<11} {runtime.device:<7} {state}")
         return
     if not artifacts:
         raise click.UsageError("give at least one artifact folder, or --list-targets")

@@ -19,12 +19,13 @@ from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.data import TextClassificationData, encode_split
+from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.models import load_tokenizer
 
-MODEL_KINDS = ("hf-model", "onnx", "ort-mobile")
+MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch")
 
 
 @dataclass
@@ -90,6 +91,10 @@ def _run_export_ort_mobile(ctx: StageContext) -> dict[str, Any]:
     return export_ort_mobile(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
 
 
+def _run_export_executorch(ctx: StageContext) -> dict[str, Any]:
+    return export_executorch(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+
+
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
     report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
                        name=ctx.recipe_name, progress=ctx.progress)
@@ -112,6 +117,8 @@ STAGES: dict[str, StageType] = {
                   "quantize an ONNX graph to INT8 with ONNX Runtime"),
         StageType("export-ort-mobile", OrtMobileConfig, "onnx", "ort-mobile", _run_export_ort_mobile,
                   "convert ONNX to ORT format for mobile builds, with the reduced-build op list"),
+        StageType("export-executorch", ExecutorchConfig, "hf-model", "executorch", _run_export_executorch,
+                  "lower to an ExecuTorch .pte with the XNNPACK delegate (fp32 or PT2E int8)"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )
@@ -120,6 +127,7 @@ STAGES: dict[str, StageType] = {
 
 def detect_kind(folder: Path) -> str | None:
     """Kind of a model folder that may lack a manifest (e.g. a user's own export)."""
+    from slimbert.export.executorch import PTE_FILE
     from slimbert.export.onnx import ONNX_FILE
     from slimbert.export.ort_mobile import ORT_FILE
 
@@ -130,6 +138,8 @@ def detect_kind(folder: Path) -> str | None:
         return "onnx"
     if (folder / ORT_FILE).is_file():
         return "ort-mobile"
+    if (folder / PTE_FILE).is_file():
+        return "executorch"
     if (folder / "config.json").is_file():
         return "hf-model"
     return None

@@ -117,3 +117,9 @@ def test_list_targets_says_why_gpu_targets_are_missing():
 def test_assets_list():
     result = invoke("assets", "list")
     assert result.exit_code == 0 and "minilm-l6" in result.output and "rt-snippets" in result.output
+
+
+def test_list_targets_lists_the_mobile_targets():
+    result = invoke("bench", "--list-targets")
+    assert result.exit_code == 0
+    assert "ort-mobile" in result.output and "executorch-xnnpack" in result.output
