@@ -190,7 +190,8 @@ def export(obj: dict, model: str, fmt: str, opset: int, out: Path, **kw) -> None
 @_dataset_options
 @click.option("--batch-sizes", default="1,32", show_default=True)
 @click.option("--seq-len", default=128, show_default=True)
-@click.option("--targets", default=None, help="Comma-separated runtimes (default: all CPU ones).")
+@click.option("--targets", default=None,
+              help="Comma-separated runtimes (default: every CPU and mobile one for each artifact).")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
               show_default=True)
@@ -199,8 +200,10 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
           seq_len: int, targets: str | None, threads: int | None, out: Path, **kw) -> None:
     """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
 
-    ARTIFACTS are model folders: PyTorch (config.json + weights) or ONNX (model.onnx).
-    The first one is the reference for the relative columns.
+    ARTIFACTS are model folders: PyTorch (config.json + weights), ONNX (model.onnx),
+    ORT format (model.ort) or ExecuTorch (model.pte). The first one is the reference for
+    the relative columns. Mobile targets run on this CPU with a phone's thread count
+    (at most 4) unless --threads is given. Writes report.md, report.json and report.html.
     """
     if list_targets:
         from slimbert.runtimes import all_runtimes

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbert.artifacts import write_json_atomic
-from slimbert.bench.report import pareto_plot, render_markdown
+from slimbert.bench.report import pareto_plot, render_html, render_markdown
 from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
@@ -100,7 +100,8 @@ def _run_bench(ctx: StageContext) -> dict[str, Any]:
                        name=ctx.recipe_name, progress=ctx.progress)
     write_json_atomic(ctx.out / "report.json", report)
     (ctx.out / "report.md").write_text(render_markdown(report))
-    pareto_plot(report["rows"], ctx.out / "pareto.png")
+    plot = pareto_plot(report["rows"], ctx.out / "pareto.png")
+    (ctx.out / "report.html").write_text(render_html(report, plot))
     return {"rows": len(report["rows"]), "unavailable": len(report["unavailable"])}
 
 

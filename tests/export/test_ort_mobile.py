@@ -87,3 +87,4 @@ def test_recipe_exports_and_benches_ort_mobile(tiny_classifier, sentiment_csv, t
     assert mobile["target"] == "ort-mobile" and mobile["device"] == "mobile"
     assert mobile["threads"] == get_runtime("ort-mobile").default_threads
     assert mobile["predictions"] == next(r for r in rows if r["artifact"] == "int8")["predictions"]
+    assert "<td>ort-mobile</td>" in (tmp_path / "report.html").read_text()
