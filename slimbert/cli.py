@@ -161,26 +161,40 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
     _print_run(run_recipe(recipe, out, progress=obj["progress"]))
 
 
+_ONNX = {"type": "export-onnx", "name": "onnx"}
+_ONNX_INT8 = {"type": "quantize-onnx", "name": "onnx-int8"}
+# --format -> the stages it runs; the artifact is the last one (OUT/<its name>)
+EXPORT_FORMATS: dict[str, list[dict]] = {
+    "onnx": [_ONNX],
+    "onnx-int8": [_ONNX, _ONNX_INT8],
+    "ort-mobile": [_ONNX, _ONNX_INT8, {"type": "export-ort-mobile", "name": "ort-mobile"}],
+    "executorch": [{"type": "export-executorch", "name": "executorch"}],
+    "executorch-int8": [{"type": "export-executorch", "name": "executorch-int8", "precision": "int8"}],
+}
+
+
 @main.command()
 @click.argument("model")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "onnx-int8"]), default="onnx",
-              show_default=True, help="onnx: fused fp32 graph. onnx-int8: plus dynamic INT8.")
+@click.option("--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), default="onnx",
+              show_default=True,
+              help="onnx: fused fp32 graph. onnx-int8: plus dynamic INT8. ort-mobile: the INT8 graph in "
+                   "ORT format with its reduced-build op list. executorch[-int8]: XNNPACK .pte "
+                   "(needs the mobile extra).")
 @click.option("--opset", default=17, show_default=True)
 @_dataset_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/export"),
               show_default=True)
 @click.pass_obj
 def export(obj: dict, model: str, fmt: str, opset: int, out: Path, **kw) -> None:
-    """Export MODEL (a classifier folder or hub id) to ONNX, validated against PyTorch.
+    """Export MODEL (a classifier folder or hub id) to ONNX, ORT format or ExecuTorch, validated.
 
     The dataset supplies real sentences for the validation; the default built-in one
     works for any English model.
     """
     from slimbert.pipeline import run_recipe
 
-    stages = [{"type": "export-onnx", "name": "onnx", "opset": opset}]
-    if fmt == "onnx-int8":
-        stages.append({"type": "quantize-onnx", "name": "onnx-int8"})
+    stages = [{**stage, "opset": opset} if stage["type"] == "export-onnx" else dict(stage)
+              for stage in EXPORT_FORMATS[fmt]]
     _print_run(run_recipe(_one_stage_recipe(model, stages, kw), out, progress=obj["progress"]))
 
 
