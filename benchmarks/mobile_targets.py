@@ -35,9 +35,12 @@ def build_recipe(run: Path) -> dict:
             {"type": "export-ort-mobile", "name": "student-int8-ort", "input": "student-int8"},
             {"type": "export-executorch", "name": "student-pte", "input": "model", "precision": "fp32"},
             {"type": "export-executorch", "name": "student-pte-int8", "input": "model", "precision": "int8"},
+            # static activations, calibrated on 8 dev batches; its own fidelity floor so it is measured
+            {"type": "export-executorch", "name": "student-pte-int8-static", "input": "model",
+             "precision": "int8", "activations": "static", "min_agreement": 0.9},
             {"type": "bench", "name": "bench", "reference": "teacher", "batch_sizes": [1, 32], "seq_len": 128,
              "artifacts": [teacher, student, "student-onnx", "student-int8", "student-int8-ort",
-                           "student-pte", "student-pte-int8"]},
+                           "student-pte", "student-pte-int8", "student-pte-int8-static"]},
         ],
     }
 

@@ -3,7 +3,8 @@
 ExecuTorch is PyTorch's on-device runtime: ``torch.export`` captures the graph, the
 XNNPACK partitioner hands every op XNNPACK can run (linear, matmul, softmax, layernorm,
 gelu, ...) to its delegate, and the result is one flatbuffer a phone app loads. INT8 uses
-PT2E static quantization with the XNNPACKQuantizer, calibrated on real dev batches.
+PT2E with the XNNPACKQuantizer: dynamic activations by default, or static ones calibrated
+on real dev batches (``activations: static``).
 
 Batch and sequence dims are exported dynamic, bounded by ``max_batch`` and ``max_seq_len``:
 ExecuTorch plans its memory for the largest shapes, so the bounds are recorded in
@@ -50,6 +51,11 @@ class ExecutorchConfig:
 
     precision: Literal["fp32", "int8"] = "fp32"
     per_channel: bool = True  # per-channel INT8 weights (XNNPACK supports them for linear)
+    # dynamic: activation ranges computed per batch at run time (INT8 weights and linears,
+    # like ORT's dynamic INT8); static: ranges fixed by calibration on dev batches. Measured
+    # on the default 3-layer student: dynamic keeps 99.4% of PyTorch's dev predictions,
+    # static 93-95% (BERT activations have outliers that one fixed range clips).
+    activations: Literal["dynamic", "static"] = "dynamic"
     calibration_batches: int = 8  # dev batches observed to fix INT8 activation ranges
     calibration_batch_size: int = 32
     max_batch: int = 32  # largest batch one call takes; the runtime splits larger ones
@@ -110,13 +116,17 @@ def _quantize(module, names: tuple[str, ...], cfg: ExecutorchConfig, calibration
 
     from slimbert.data import iterate_batches
 
-    config = get_symmetric_quantization_config(is_per_channel=cfg.per_channel)
+    config = get_symmetric_quantization_config(is_per_channel=cfg.per_channel,
+                                               is_dynamic=cfg.activations == "dynamic")
     quantizer = XNNPACKQuantizer().set_global(config)
     prepared = prepare_pt2e(_export(module, names, cfg, vocab_size).module(), quantizer)
     batches = [b for _, b in iterate_batches(calibration, cfg.calibration_batch_size)]
+    # dynamic: one batch, only so the weight observers see their (per-channel) weights;
+    # activation ranges are taken per batch at run time
+    wanted = 1 if cfg.activations == "dynamic" else cfg.calibration_batches
     # batches come in length order: spread the picks so short and long sentences both count
-    picks = sorted({round(i * (len(batches) - 1) / max(cfg.calibration_batches - 1, 1))
-                    for i in range(min(cfg.calibration_batches, len(batches)))})
+    picks = sorted({round(i * (len(batches) - 1) / max(wanted - 1, 1))
+                    for i in range(min(wanted, len(batches)))})
     with torch.no_grad():
         for i in picks:
             prepared(*(torch.from_numpy(batches[i][n][:, :cfg.max_seq_len]) for n in names))
@@ -163,7 +173,8 @@ def export_executorch(model_dir: Path, out_dir: Path, cfg: ExecutorchConfig, val
         ) from exc
     (Path(out_dir) / PTE_FILE).write_bytes(program.buffer)
     meta = {"input_names": list(names), "max_batch": cfg.max_batch, "max_seq_len": cfg.max_seq_len,
-            "precision": cfg.precision, "backend": "XnnpackBackend"}
+            "precision": cfg.precision, "backend": "XnnpackBackend",
+            "activations": cfg.activations if cfg.precision == "int8" else None}
     (Path(out_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     copy_model_metadata(Path(model_dir), Path(out_dir))
 

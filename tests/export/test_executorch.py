@@ -53,11 +53,13 @@ def test_longer_than_exported_sequence_is_a_clear_error(fp32_pte):
         session.run(_batch(1, 40))
 
 
-def test_int8_program_is_calibrated_and_agrees(tiny_classifier, dev_enc, tmp_path, fp32_pte):
-    cfg = ExecutorchConfig(precision="int8", max_batch=8, max_seq_len=32, calibration_batches=3,
-                           calibration_batch_size=8)
+@pytest.mark.parametrize(("activations", "calibrated"), [("dynamic", 1), ("static", 3)])
+def test_int8_program_agrees(activations, calibrated, tiny_classifier, dev_enc, tmp_path, fp32_pte):
+    cfg = ExecutorchConfig(precision="int8", activations=activations, max_batch=8, max_seq_len=32,
+                           calibration_batches=3, calibration_batch_size=8)
     metrics = export_executorch(tiny_classifier, tmp_path, cfg, dev_enc)
-    assert metrics["calibration_batches"] == 3 and metrics["precision"] == "int8"
+    assert metrics["calibration_batches"] == calibrated and metrics["precision"] == "int8"
+    assert metrics["activations"] == activations
     assert metrics["validation"]["agreement"] >= 0.95
     assert json.loads((tmp_path / META_FILE).read_text())["precision"] == "int8"
     # linear weights shrink 4x; the embeddings (a large share of this tiny model) stay fp32
