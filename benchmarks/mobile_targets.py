@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -50,12 +51,20 @@ def main() -> None:
     parser.add_argument("--run", type=Path, default=Path("runs/default"), help="a finished default run")
     parser.add_argument("--out", type=Path, default=Path("runs/mobile-targets"))
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--rebench", action="store_true", help="measure again, reusing the exports")
     args = parser.parse_args()
+    if args.rebench:
+        import shutil
+
+        shutil.rmtree(args.out / "bench", ignore_errors=True)
+    load_at_start = os.getloadavg()
     start = time.perf_counter()
     result = run_recipe(recipe_from_dict(build_recipe(args.run), str(args.run / "recipe.json")), args.out)
     summary = {
         "source_run": str(args.run.resolve()),
         "total_seconds": round(time.perf_counter() - start, 1),
+        # the machine may be shared with other jobs: how busy it was (1, 5, 15 min)
+        "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
         "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1),
                     "metrics": s.artifact.manifest.metrics} for s in result.stages if s.type != "bench"],
         "bench": json.loads((args.out / "report.json").read_text()),

@@ -103,6 +103,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
 
+    load_at_start = os.getloadavg()
     run = args.run
     recipe = recipe_from_dict(json.loads((run / "recipe.json").read_text()), str(run / "recipe.json"))
     data = load_dataset(recipe.dataset, seed=recipe.seed)
@@ -129,7 +130,9 @@ def main() -> None:
         enc = encode_split(load_tokenizer(folder), test, recipe.dataset.max_length)
         row = {"model": name, "pipeline": pipeline, "variant": variant, "target": target,
                "folder": str(folder), "build_seconds": round(secs, 1) if secs is not None else None,
-               **measure(folder, target, enc, data.num_labels, args.threads, args.budget_s)}
+               **measure(folder, target, enc, data.num_labels, args.threads, args.budget_s),
+               # the machine may be shared: the 1-minute load average says how busy it was
+               "load_avg_1m": round(os.getloadavg()[0], 2)}
         rows.append(row)
         print(f"{name:<8} {pipeline:<9} {variant:<24} acc {row['accuracy']:.2%}  "
               f"p50 {row['p50_ms']:7.2f} ms  p90 {row['p90_ms']:7.2f}  {row['size_mb']:6.1f} MB", flush=True)
@@ -148,7 +151,7 @@ def main() -> None:
         "environment": {"platform": platform.platform(), "cores": os.cpu_count(),
                         "onnxruntime": onnxruntime.__version__, "optimum": optimum.version.__version__,
                         "torch": torch.__version__,
-                        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
+                        "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg()},
         "notes": ["Optimum INT8 quantizes the plain export (quantizing the O2 graph fails in ORT 1.32); "
                   "slimbert INT8 quantizes its fused graph.",
                   "avx512_vnni preset with is_static=False, per_channel=False."],
