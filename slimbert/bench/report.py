@@ -114,18 +114,27 @@ def _markdown_table_to_html(markdown: str) -> str:
                        + "</tbody></table>")
             rows.clear()
 
+    in_list = False
     for line in markdown.splitlines():
         if line.startswith("|"):
             rows.append(line)
             continue
         flush()
+        if in_list and not line.startswith("- "):
+            out.append("</ul>")
+            in_list = False
         if line.startswith("# "):
             out.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
             out.append(f"<li>{html.escape(line[2:])}</li>")
         elif line.strip():
             out.append(f"<p>{html.escape(line)}</p>")
     flush()
+    if in_list:
+        out.append("</ul>")
     return "\n".join(out)
 
 

@@ -28,6 +28,6 @@ def test_html_report_is_self_contained(tmp_path):
     assert page.startswith("<!doctype html>") and "<title>t&lt;1&gt;</title>" in page
     assert "<th>p99 ms b1</th>" in page and "<td>ort-mobile</td>" in page
     assert 'src="data:image/png;base64,iVBOR' in page  # the PNG inlined, no file reference
-    assert "<li>`s` on `ort-cuda`: no GPU</li>" in page
+    assert "<ul>\n<li>`s` on `ort-cuda`: no GPU</li>\n</ul>" in page
     assert "|" not in page.split("<table>")[1].split("</table>")[0]
     assert "data:image" not in render_html(_report(_rows()), None)
