@@ -163,18 +163,31 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
     _print_run(run_recipe(recipe, out, progress=obj["progress"]))
 
 
-_QUANT_FORMATS = {"onnx": None, "onnx-int8": "dynamic", "onnx-int8-static": "static", "onnx-fp8": "fp8"}
+_ONNX = {"type": "export-onnx", "name": "onnx"}
+_ONNX_INT8 = {"type": "quantize-onnx", "name": "onnx-int8"}
+# --format -> the stages it runs; the artifact is the last one (OUT/<its name>)
+EXPORT_FORMATS: dict[str, list[dict]] = {
+    "onnx": [_ONNX],
+    "onnx-int8": [_ONNX, _ONNX_INT8],
+    "onnx-int8-static": [_ONNX, {"type": "quantize-onnx", "name": "onnx-int8-static", "mode": "static"}],
+    "onnx-fp8": [_ONNX, {"type": "quantize-onnx", "name": "onnx-fp8", "mode": "fp8"}],
+    "ort-mobile": [_ONNX, _ONNX_INT8, {"type": "export-ort-mobile", "name": "ort-mobile"}],
+    "executorch": [{"type": "export-executorch", "name": "executorch"}],
+    "executorch-int8": [{"type": "export-executorch", "name": "executorch-int8", "precision": "int8"}],
+}
 
 
 @main.command()
 @click.argument("model")
-@click.option("--format", "fmt", type=click.Choice(list(_QUANT_FORMATS)), default="onnx",
+@click.option("--format", "fmt", type=click.Choice(list(EXPORT_FORMATS)), default="onnx",
               show_default=True,
               help="onnx: fused fp32 graph. onnx-int8: plus dynamic INT8. onnx-int8-static: plus "
-              "static INT8 calibrated on training sentences (types chosen for this CPU). onnx-fp8: "
-              "plus FP8 E4M3 Q/DQ (for FP8 GPUs; checked on CPU).")
+                   "static INT8 calibrated on training sentences (types chosen for this CPU). "
+                   "onnx-fp8: plus FP8 E4M3 Q/DQ (for FP8 GPUs; checked on CPU). ort-mobile: the "
+                   "INT8 graph in ORT format with its reduced-build op list. executorch[-int8]: "
+                   "XNNPACK .pte (needs the mobile extra).")
 @click.option("--tolerance", type=float, default=None, metavar="POINTS",
-              help="Largest dev-accuracy drop the quantized model may have; the most sensitive "
+              help="Largest dev-accuracy drop a quantized model may have; the most sensitive "
               "nodes stay fp32 until it holds.")
 @click.option("--opset", default=17, show_default=True)
 @_dataset_options
@@ -182,7 +195,7 @@ _QUANT_FORMATS = {"onnx": None, "onnx-int8": "dynamic", "onnx-int8-static": "sta
               show_default=True)
 @click.pass_obj
 def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int, out: Path, **kw) -> None:
-    """Export MODEL (a classifier folder or hub id) to ONNX, validated against PyTorch.
+    """Export MODEL (a classifier folder or hub id) to ONNX, ORT format or ExecuTorch, validated.
 
     The dataset supplies real sentences for the validation (and, for static INT8 and FP8,
     the calibration); the default built-in one works for any English model.
@@ -194,10 +207,14 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
     """
     from slimbert.pipeline import run_recipe
 
-    stages = [{"type": "export-onnx", "name": "onnx", "opset": opset}]
-    mode = _QUANT_FORMATS[fmt]
-    if mode:
-        stages.append({"type": "quantize-onnx", "name": fmt, "mode": mode, "tolerance": tolerance})
+    stages = []
+    for stage in EXPORT_FORMATS[fmt]:
+        stage = dict(stage)
+        if stage["type"] == "export-onnx":
+            stage["opset"] = opset
+        if stage["type"] == "quantize-onnx" and tolerance is not None:
+            stage["tolerance"] = tolerance
+        stages.append(stage)
     _print_run(run_recipe(_one_stage_recipe(model, stages, kw), out, progress=obj["progress"]))
 
 
@@ -207,7 +224,8 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
 @_dataset_options
 @click.option("--batch-sizes", default="1,32", show_default=True)
 @click.option("--seq-len", default=128, show_default=True)
-@click.option("--targets", default=None, help="Comma-separated runtimes (default: all CPU ones).")
+@click.option("--targets", default=None,
+              help="Comma-separated runtimes (default: every CPU and mobile one for each artifact).")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
               show_default=True)
@@ -216,8 +234,10 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
           seq_len: int, targets: str | None, threads: int | None, out: Path, **kw) -> None:
     """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
 
-    ARTIFACTS are model folders: PyTorch (config.json + weights) or ONNX (model.onnx).
-    The first one is the reference for the relative columns.
+    ARTIFACTS are model folders: PyTorch (config.json + weights), ONNX (model.onnx),
+    ORT format (model.ort) or ExecuTorch (model.pte). The first one is the reference for
+    the relative columns. Mobile targets run on this CPU with a phone's thread count
+    (at most 4) unless --threads is given. Writes report.md, report.json and report.html.
     """
     if list_targets:
         from slimbert.runtimes import all_runtimes
@@ -225,7 +245,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
         for runtime in all_runtimes().values():
             reason = runtime.unavailable_reason()
             state = "available" if reason is None else f"unavailable: {reason}"
-            click.echo(f"{runtime.name:<16} {runtime.kind:<9} {runtime.device:<5} {state}")
+            click.echo(f"{runtime.name:<19} {runtime.kind:<11} {runtime.device:<7} {state}")
         return
     if not artifacts:
         raise click.UsageError("give at least one artifact folder, or --list-targets")

@@ -216,8 +216,9 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             run.done[spec.name] = StageInput(spec.name, dest, artifact.kind,
                                              sha256_json(artifact.manifest.files))
         if artifact.kind == "report":
-            for name in ("report.md", "report.json"):  # the run's headline, at its top level
-                write_text_atomic(out_dir / name, (dest / name).read_text())
+            for name in ("report.md", "report.json", "report.html"):  # the run's headline, at its top level
+                if (dest / name).is_file():
+                    write_text_atomic(out_dir / name, (dest / name).read_text())
     write_json_atomic(out_dir / "run.json", {
         "recipe": recipe.name,
         "stages": [{"name": s.name, "type": s.type, "status": s.status,

@@ -14,18 +14,20 @@ from pathlib import Path
 from typing import Any
 
 from slimbert.artifacts import write_json_atomic
-from slimbert.bench.report import pareto_plot, render_markdown
+from slimbert.bench.report import pareto_plot, render_html, render_markdown
 from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.compress.prune import PruneConfig, prune
 from slimbert.compress.qat import QatConfig, qat
 from slimbert.data import TextClassificationData, encode_split
+from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.models import load_tokenizer
 
-MODEL_KINDS = ("hf-model", "onnx")
+MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch")
 
 
 @dataclass
@@ -112,12 +114,21 @@ def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
                          encode_split(tokenizer, calibration, ctx.max_length), progress=ctx.progress)
 
 
+def _run_export_ort_mobile(ctx: StageContext) -> dict[str, Any]:
+    return export_ort_mobile(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+
+
+def _run_export_executorch(ctx: StageContext) -> dict[str, Any]:
+    return export_executorch(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+
+
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
     report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
                        name=ctx.recipe_name, progress=ctx.progress)
     write_json_atomic(ctx.out / "report.json", report)
     (ctx.out / "report.md").write_text(render_markdown(report))
-    pareto_plot(report["rows"], ctx.out / "pareto.png")
+    plot = pareto_plot(report["rows"], ctx.out / "pareto.png")
+    (ctx.out / "report.html").write_text(render_html(report, plot))
     return {"rows": len(report["rows"]), "unavailable": len(report["unavailable"])}
 
 
@@ -139,6 +150,10 @@ STAGES: dict[str, StageType] = {
         StageType("qat", QatConfig, "hf-model", "onnx", _run_qat,
                   "quantization-aware training (INT8 fake quantization, distilled from the input "
                   "model), exported as a Q/DQ ONNX graph for ONNX Runtime and TensorRT"),
+        StageType("export-ort-mobile", OrtMobileConfig, "onnx", "ort-mobile", _run_export_ort_mobile,
+                  "convert ONNX to ORT format for mobile builds, with the reduced-build op list"),
+        StageType("export-executorch", ExecutorchConfig, "hf-model", "executorch", _run_export_executorch,
+                  "lower to an ExecuTorch .pte with the XNNPACK delegate (fp32 or PT2E int8)"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )
@@ -147,13 +162,19 @@ STAGES: dict[str, StageType] = {
 
 def detect_kind(folder: Path) -> str | None:
     """Kind of a model folder that may lack a manifest (e.g. a user's own export)."""
+    from slimbert.export.executorch import PTE_FILE
     from slimbert.export.onnx import ONNX_FILE
+    from slimbert.export.ort_mobile import ORT_FILE
 
     manifest = folder / "manifest.json"
     if manifest.is_file():
         return json.loads(manifest.read_text()).get("kind")
     if (folder / ONNX_FILE).is_file():
         return "onnx"
+    if (folder / ORT_FILE).is_file():
+        return "ort-mobile"
+    if (folder / PTE_FILE).is_file():
+        return "executorch"
     if (folder / "config.json").is_file():
         return "hf-model"
     return None

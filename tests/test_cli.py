@@ -122,3 +122,16 @@ def test_list_targets_says_why_gpu_targets_are_missing():
 def test_assets_list():
     result = invoke("assets", "list")
     assert result.exit_code == 0 and "minilm-l6" in result.output and "rt-snippets" in result.output
+
+
+def test_list_targets_lists_the_mobile_targets():
+    result = invoke("bench", "--list-targets")
+    assert result.exit_code == 0
+    assert "ort-mobile" in result.output and "executorch-xnnpack" in result.output
+
+
+def test_export_ort_mobile_format(tmp_path, tiny_classifier, sentiment_csv):
+    result = invoke("export", tiny_classifier, "--format", "ort-mobile", "--dataset", sentiment_csv,
+                    "--max-length", 32, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert {"model.ort", "required_operators.config"} <= {p.name for p in (tmp_path / "ort-mobile").iterdir()}

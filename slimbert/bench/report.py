@@ -32,8 +32,8 @@ def _fmt(value: Any, spec: str) -> str:
 def markdown_table(rows: list[dict[str, Any]], batch_sizes: list[int], seq_len: int) -> str:
     head = ["artifact", "target", "accuracy", "macro-F1", "vs ref"]
     for b in batch_sizes:
-        head += [f"p50 ms b{b}", f"p90 ms b{b}"]
-    head += [f"throughput/s b{max(batch_sizes)}", "size MB", "speed-up b1"]
+        head += [f"p50 ms b{b}", f"p90 ms b{b}", f"p99 ms b{b}"]
+    head += [f"throughput/s b{max(batch_sizes)}", "threads", "size MB", "speed-up b1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         acc = row.get("accuracy") or {}
@@ -41,15 +41,16 @@ def markdown_table(rows: list[dict[str, Any]], batch_sizes: list[int], seq_len: 
                  _fmt(acc.get("macro_f1"), ".4f"), _fmt(row.get("retention"), ".2%")]
         lat = {s["batch_size"]: s for s in row.get("latency", [])}
         for b in batch_sizes:
-            cells += [_fmt(lat.get(b, {}).get("p50_ms"), ".2f"), _fmt(lat.get(b, {}).get("p90_ms"), ".2f")]
-        cells += [_fmt(lat.get(max(batch_sizes), {}).get("throughput"), ".0f"),
+            cells += [_fmt(lat.get(b, {}).get(key), ".2f") for key in ("p50_ms", "p90_ms", "p99_ms")]
+        cells += [_fmt(lat.get(max(batch_sizes), {}).get("throughput"), ".0f"), _fmt(row.get("threads"), ""),
                   _fmt(row.get("size_mb"), ".1f"), _fmt(row.get("speedup_b1"), ".2f") + "x"
                   if row.get("speedup_b1") else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Latency on full-length inputs of {seq_len} tokens; accuracy on the real "
                  "evaluation split through the same runtime; 'vs ref' is accuracy relative to "
-                 "the reference row; speed-up is p50 at batch 1 relative to it.")
+                 "the reference row; speed-up is p50 at batch 1 relative to it. Mobile targets "
+                 "run on this CPU with a phone's thread count: their latency is not a phone's.")
     return "\n".join(lines)
 
 
@@ -95,3 +96,59 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, batch_size: int = 1) -> 
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _markdown_table_to_html(markdown: str) -> str:
+    """The report's Markdown tables and paragraphs as plain HTML (no Markdown library needed)."""
+    import html
+
+    out, rows = [], []
+
+    def flush() -> None:
+        if rows:
+            cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows]
+            head, body = cells[0], [c for c in cells[1:] if not set("".join(c)) <= set("-: ")]
+            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                       + "</tr></thead><tbody>" + "".join(
+                           "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</tbody></table>")
+            rows.clear()
+
+    in_list = False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            rows.append(line)
+            continue
+        flush()
+        if in_list and not line.startswith("- "):
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("# "):
+            out.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def render_html(report: dict[str, Any], plot: Path | None = None) -> str:
+    """One self-contained HTML page: the Markdown report's content and the plot inlined as base64."""
+    import base64
+    import html
+
+    body = _markdown_table_to_html(render_markdown(report))
+    if plot is not None and Path(plot).is_file():
+        data = base64.b64encode(Path(plot).read_bytes()).decode("ascii")
+        body += f'\n<h2>Latency vs accuracy</h2>\n<img alt="pareto plot" src="data:image/png;base64,{data}">'
+    style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}"
+             "table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em;"
+             "text-align:right}td:first-child,td:nth-child(2),th{text-align:left}img{max-width:100%}")
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(report['name'])}"
+            f"</title><style>{style}</style></head><body>\n{body}\n</body></html>\n")

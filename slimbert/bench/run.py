@@ -48,11 +48,12 @@ class BenchConfig:
 class BenchEntry:
     name: str
     path: Path
-    kind: str  # "hf-model" or "onnx"
+    kind: str  # a model kind: "hf-model", "onnx", "ort-mobile", "executorch"
 
 
-def default_targets(kind: str, device: str = "cpu") -> list[str]:
-    return [r.name for r in all_runtimes().values() if r.kind == kind and r.device == device]
+def default_targets(kind: str, devices: tuple[str, ...] = ("cpu", "mobile")) -> list[str]:
+    """Runtimes that run ``kind`` on this machine's CPU ("mobile" ones run here too)."""
+    return [r.name for r in all_runtimes().values() if r.kind == kind and r.device in devices]
 
 
 def _max_positions(path: Path) -> int | None:
@@ -127,7 +128,8 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         tokenizer = load_tokenizer(entry.path)
         enc = encode_split(tokenizer, split, max_length)
         rss_before = _rss_mb()
-        session = runtime.load(entry.path, threads=threads)
+        row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
+        session = runtime.load(entry.path, threads=row_threads)
         logits = session.predict(enc, cfg.eval_batch_size)
         accuracy = classification_metrics(enc.labels, logits.argmax(-1), data.num_labels)
         latency = []
@@ -139,7 +141,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         rss_after = _rss_mb()
         rows.append({
             "artifact": entry.name, "path": str(entry.path), "kind": entry.kind,
-            "target": runtime.name, "device": runtime.device, "accuracy": accuracy,
+            "target": runtime.name, "device": runtime.device, "threads": row_threads, "accuracy": accuracy,
             "latency": latency, "size_mb": round(_size_mb(entry), 2),
             # per-example predictions, in split order: what a paired comparison needs
             "predictions": logits.argmax(-1).astype(int).tolist(),

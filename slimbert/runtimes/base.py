@@ -47,6 +47,8 @@ class Runtime(ABC):
     kind: str  # artifact kind it runs: "hf-model" or "onnx"
     device: str  # "cpu", "cuda", "mobile"
     description: str
+    # threads when the bench is not told (None: all cores); mobile targets pick a phone's
+    default_threads: int | None = None
 
     def unavailable_reason(self) -> str | None:
         """None when usable here; otherwise why not and how to install it."""

@@ -22,6 +22,10 @@ class OrtSession(Session):
 
 class OrtRuntime(Runtime):
     kind = "onnx"
+    model_file: str | None = None  # None: model.onnx; subclasses run other formats (model.ort)
+
+    def session_options(self, options) -> None:
+        """Hook for subclasses: extra ONNX Runtime session settings."""
 
     def __init__(self, name: str, device: str, providers: list[str], description: str):
         self.name, self.device, self.providers, self.description = name, device, providers, description
@@ -48,7 +52,8 @@ class OrtRuntime(Runtime):
         # take turns in one process, so spinning would inflate everyone else's latency.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        path = Path(artifact_dir) / ONNX_FILE
+        self.session_options(options)
+        path = Path(artifact_dir) / (self.model_file or ONNX_FILE)
         try:
             session = ort.InferenceSession(str(path), options, providers=self.providers)
         except Exception as exc:
