@@ -63,8 +63,9 @@ class OnnxQuantizeConfig:
     # ORT's static quantizer has no rule for the fused Attention op, which holds a quarter of
     # an encoder layer's matmul work; "dynamic" quantizes it in a second pass (QAttention)
     attention: Literal["dynamic", "fp32"] = "dynamic"
-    activation_type: Literal["auto", "uint8", "int8"] = "auto"
-    weight_type: Literal["auto", "uint8", "int8"] = "auto"
+    # ORT's own names (qint8, quint8) are accepted too: recipes written for ORT keep working
+    activation_type: Literal["auto", "uint8", "int8", "quint8", "qint8"] = "auto"
+    weight_type: Literal["auto", "uint8", "int8", "quint8", "qint8"] = "auto"
     reduce_range: bool | None = None  # 7-bit weights; None: from the instruction set
     target_isa: str = "auto"  # which CPU to choose INT8 types for; auto: this one
     per_channel: bool = False  # INT8 weights; FP8 weights are per channel unless false
@@ -82,6 +83,9 @@ class OnnxQuantizeConfig:
     max_fallback_nodes: int = 12
 
     def __post_init__(self) -> None:
+        aliases = {"qint8": "int8", "quint8": "uint8"}
+        self.activation_type = aliases.get(self.activation_type, self.activation_type)
+        self.weight_type = aliases.get(self.weight_type, self.weight_type)
         if self.target_isa != "auto" and self.target_isa not in ISA_NAMES:
             raise ValueError(f"target_isa must be auto or one of {', '.join(ISA_NAMES)}, "
                              f"got {self.target_isa!r}")

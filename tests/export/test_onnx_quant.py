@@ -153,3 +153,8 @@ def test_repair_is_skipped_when_within_tolerance(forced_job, dev_enc, exported, 
     job = dataclasses.replace(forced_job, cfg=dataclasses.replace(forced_job.cfg, tolerance=1.0))
     report = repair(job, dev_enc, fp32, fp32, tmp_path)
     assert report["met"] and "sensitivity" not in report and report["fp32_nodes"] == []
+
+
+def test_ort_type_names_are_accepted():
+    cfg = OnnxQuantizeConfig(weight_type="qint8", activation_type="quint8")
+    assert (cfg.weight_type, cfg.activation_type) == ("int8", "uint8")
