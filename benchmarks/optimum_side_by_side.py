@@ -1,6 +1,7 @@
 """slimbert's ONNX artifacts against the Optimum pipeline a user would otherwise run.
 
     python benchmarks/optimum_side_by_side.py --run runs/default [--work runs/optimum-peer]
+        [--extra student 'pruned + INT8' runs/prune-student/student-small-int8]
 
 On the same fine-tuned teacher and distilled student of a finished default run:
 
@@ -98,6 +99,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--budget-s", type=float, default=5.0, help="timing budget per model")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--extra", nargs=3, action="append", default=[],
+                        metavar=("MODEL", "VARIANT", "FOLDER"),
+                        help="another slimbert ONNX artifact of MODEL (teacher/student) to measure in the "
+                        "same run, e.g. --extra student 'pruned + INT8' runs/prune/student-small-int8")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -122,6 +127,8 @@ def main() -> None:
                                    recipe.dataset.max_length)
             quantize_onnx(run / f"{name}-onnx", int8, OnnxQuantizeConfig(), enc_dev)
         models.append((name, "slimbert", "INT8 (fused graph)", int8, None))
+        models += [(name, "slimbert", variant, Path(folder), None)
+                   for model, variant, folder in args.extra if model == name]
 
     rows = []
     for name, pipeline, variant, folder, secs in models:

@@ -67,3 +67,52 @@ def test_pytorch_logits_match_runtime(exported, tiny_classifier, dev_enc):
     torch_logits = predict_logits(load_classifier(tiny_classifier), dev_enc)
     ort_logits = get_runtime("ort-cpu").load(out).predict(dev_enc)
     np.testing.assert_allclose(torch_logits, ort_logits, atol=1e-4)
+
+
+def _tiny_other_architecture(arch: str, folder, bert_folder):
+    """A RoBERTa or DistilBERT classifier sharing the tiny BERT's WordPiece vocabulary."""
+    import torch
+    from transformers import (
+        BertTokenizerFast,
+        DistilBertConfig,
+        DistilBertForSequenceClassification,
+        DistilBertTokenizerFast,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
+
+    tokenizer = BertTokenizerFast.from_pretrained(bert_folder)
+    torch.manual_seed(0)
+    if arch == "roberta":
+        config = RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=66,
+                               pad_token_id=tokenizer.pad_token_id, num_labels=2)
+        model = RobertaForSequenceClassification(config)
+    else:
+        config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4,
+                                  hidden_dim=64, max_position_embeddings=64,
+                                  pad_token_id=tokenizer.pad_token_id, num_labels=2)
+        model = DistilBertForSequenceClassification(config)
+        # DistilBERT's own tokenizer class: same WordPiece, no token types
+        tokenizer = DistilBertTokenizerFast(vocab_file=str(bert_folder / "vocab.txt"), do_lower_case=True)
+    with torch.no_grad():  # perturb: random-init biases are all zero
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["roberta", "distilbert"])
+def test_other_architectures_export_fused_and_validated(arch, tiny_classifier, tiny_data, tmp_path):
+    from slimbert.data import encode_split
+    from slimbert.models import load_tokenizer
+
+    folder = _tiny_other_architecture(arch, tmp_path / arch, tiny_classifier)
+    enc = encode_split(load_tokenizer(folder), tiny_data.splits["dev"], 32)
+    (tmp_path / "onnx").mkdir()
+    metrics = export_onnx(folder, tmp_path / "onnx", OnnxExportConfig(), enc)
+    assert metrics["validation"]["agreement"] == 1.0 and metrics["validation"]["max_abs_diff"] < 1e-3
+    assert metrics["fusions"].get("Attention") == 2, metrics["fusions"]
+    names = {i.name for i in get_runtime("ort-cpu").load(tmp_path / "onnx").session.get_inputs()}
+    assert ("token_type_ids" in names) == (arch == "roberta")
