@@ -25,9 +25,10 @@ from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
+from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
 from slimbert.models import load_tokenizer
 
-MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch")
+MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt")
 
 
 @dataclass
@@ -105,6 +106,10 @@ def _run_export_onnx(ctx: StageContext) -> dict[str, Any]:
     return export_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
 
 
+def _run_export_tensorrt(ctx: StageContext) -> dict[str, Any]:
+    return export_tensorrt(ctx.input.path, ctx.out, ctx.config)
+
+
 def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
     tokenizer = load_tokenizer(ctx.input.path)
     train = ctx.data.splits["train"]
@@ -154,6 +159,9 @@ STAGES: dict[str, StageType] = {
                   "convert ONNX to ORT format for mobile builds, with the reduced-build op list"),
         StageType("export-executorch", ExecutorchConfig, "hf-model", "executorch", _run_export_executorch,
                   "lower to an ExecuTorch .pte with the XNNPACK delegate (fp32 or PT2E int8)"),
+        StageType("export-tensorrt", TensorrtConfig, "onnx", "tensorrt", _run_export_tensorrt,
+                  "package an (unfused) ONNX graph for TensorRT with its trtexec build command; "
+                  "build the engine here when TensorRT and a GPU exist"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )
@@ -165,10 +173,13 @@ def detect_kind(folder: Path) -> str | None:
     from slimbert.export.executorch import PTE_FILE
     from slimbert.export.onnx import ONNX_FILE
     from slimbert.export.ort_mobile import ORT_FILE
+    from slimbert.export.tensorrt import ENGINE_FILE
 
     manifest = folder / "manifest.json"
     if manifest.is_file():
         return json.loads(manifest.read_text()).get("kind")
+    if (folder / ENGINE_FILE).is_file():
+        return "tensorrt"
     if (folder / ONNX_FILE).is_file():
         return "onnx"
     if (folder / ORT_FILE).is_file():

@@ -52,8 +52,13 @@ class BenchEntry:
 
 
 def default_targets(kind: str, devices: tuple[str, ...] = ("cpu", "mobile")) -> list[str]:
-    """Runtimes that run ``kind`` on this machine's CPU ("mobile" ones run here too)."""
-    return [r.name for r in all_runtimes().values() if r.kind == kind and r.device in devices]
+    """Runtimes that run ``kind`` on this machine's CPU ("mobile" ones run here too).
+
+    A kind no CPU runtime runs (a TensorRT engine) gets all its runtimes, so that the report
+    says why they are unavailable instead of dropping the artifact.
+    """
+    runtimes = [r for r in all_runtimes().values() if r.kind == kind]
+    return [r.name for r in runtimes if r.device in devices] or [r.name for r in runtimes]
 
 
 def _max_positions(path: Path) -> int | None:

@@ -4,6 +4,7 @@ from slimbert.runtimes import (  # noqa: F401  (registration)
     executorch_runtime,
     onnxruntime_runtime,
     ort_mobile,
+    tensorrt_runtime,
     torch_runtime,
 )
 from slimbert.runtimes.base import Runtime, Session, all_runtimes, get_runtime, register
