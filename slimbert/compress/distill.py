@@ -57,14 +57,19 @@ class DistillConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        weights = (self.alpha_kd, self.alpha_ce, self.alpha_hidden)
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(
-                f"loss weights alpha_kd={self.alpha_kd}, alpha_ce={self.alpha_ce}, "
-                f"alpha_hidden={self.alpha_hidden} must be >= 0 and not all 0"
-            )
+        check_kd_settings(self)
+
+
+def check_kd_settings(cfg: KDSettings) -> None:
+    """The checks every config that trains through ``distill_into`` shares."""
+    if cfg.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+    weights = (cfg.alpha_kd, cfg.alpha_ce, cfg.alpha_hidden)
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(
+            f"loss weights alpha_kd={cfg.alpha_kd}, alpha_ce={cfg.alpha_ce}, "
+            f"alpha_hidden={cfg.alpha_hidden} must be >= 0 and not all 0"
+        )
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

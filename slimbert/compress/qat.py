@@ -23,14 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbert.compress.distill import cached_teacher_logits, kd_loss
+from slimbert.compress.distill import check_kd_settings, distill_into
+from slimbert.compress.student import find_layers
 from slimbert.compress.trainer import (
     TrainConfig,
     evaluate,
-    label_tensor,
     predict_logits,
     to_tensors,
-    train,
 )
 from slimbert.data import TextClassificationData, encode_split, iterate_batches
 from slimbert.export.onnx import (
@@ -56,16 +55,14 @@ class QatConfig(TrainConfig):
     temperature: float = 2.0
     alpha_kd: float = 0.7
     alpha_ce: float = 0.3
+    alpha_hidden: float = 0.0  # cosine to the fp32 model's hidden states, layer by layer
     calibration_batches: int = 16
     opset: int = 17
     atol: float = 1e-2  # ONNX vs fake-quantized PyTorch: roundings may land one step apart
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if min(self.alpha_kd, self.alpha_ce) < 0 or self.alpha_kd + self.alpha_ce <= 0:
-            raise ValueError("alpha_kd and alpha_ce must be >= 0 and not both 0")
+        check_kd_settings(self)
         if self.calibration_batches < 1:
             raise ValueError("calibration_batches must be >= 1")
 
@@ -175,8 +172,6 @@ def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: 
     tokenizer = load_tokenizer(model_dir)
     teacher = load_classifier(model_dir).eval()
     enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
-    work_dir.mkdir(parents=True, exist_ok=True)
-    teacher_logits = torch.from_numpy(cached_teacher_logits(teacher, enc["train"], work_dir, progress))
     fp32_test = evaluate(teacher, enc["test"], data.num_labels)
 
     torch.manual_seed(seed)
@@ -186,15 +181,9 @@ def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: 
                                            cfg.batch_size)]
     calibrate_inputs(model, layers, calib)
     ptq_test = evaluate(model, enc["test"], data.num_labels)  # fake-quantized before any training
-    labels = enc["train"].labels
-
-    def loss_fn(m, batch, index):
-        logits = m(**batch).logits
-        loss = cfg.alpha_kd * kd_loss(logits, teacher_logits[index], cfg.temperature)
-        return loss + cfg.alpha_ce * F.cross_entropy(logits, label_tensor(labels, index))
-
-    result = train(model, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn, work_dir, seed,
-                   desc="qat", progress=progress)
+    depth = len(find_layers(model)[2])
+    result = distill_into(model, teacher, enc, data.num_labels, cfg, work_dir, seed=seed,
+                          mapping=list(range(depth + 1)), desc="qat", progress=progress)
     model.eval()
     test = evaluate(model, enc["test"], data.num_labels)
 

@@ -5,19 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from slimbert.data import DatasetConfig, encode_split, load_dataset
 from slimbert.errors import ExportError, SlimbertError
 from slimbert.export.executorch import META_FILE, PTE_FILE, ExecutorchConfig, export_executorch
-from slimbert.models import load_tokenizer
 from slimbert.runtimes import get_runtime
 
 pytest.importorskip("executorch")
-
-
-@pytest.fixture(scope="module")
-def dev_enc(sentiment_csv, tiny_classifier):
-    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
-    return encode_split(load_tokenizer(tiny_classifier), data.splits["dev"], 32)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 
-from slimbert.data import DatasetConfig, encode_split, load_dataset
 from slimbert.errors import ExportError
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
@@ -16,17 +15,10 @@ from slimbert.export.ort_mobile import (
     export_ort_mobile,
     read_required_ops,
 )
-from slimbert.models import load_tokenizer
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 from tests.conftest import tiny_recipe
-
-
-@pytest.fixture(scope="module")
-def dev_enc(sentiment_csv, tiny_classifier):
-    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
-    return encode_split(load_tokenizer(tiny_classifier), data.splits["dev"], 32)
 
 
 @pytest.fixture(scope="module")
