@@ -224,6 +224,9 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
 @_dataset_options
 @click.option("--batch-sizes", default="1,32", show_default=True)
 @click.option("--seq-len", default=128, show_default=True)
+@click.option("--sweep-seq-lens", default=None, metavar="N,N,...",
+              help="Also time every row at these sequence lengths (largest batch size): throughput "
+              "over length.")
 @click.option("--targets", default=None,
               help="Comma-separated runtimes (default: every CPU and mobile one for each artifact).")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
@@ -231,7 +234,8 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
               show_default=True)
 @click.pass_obj
 def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes: str,
-          seq_len: int, targets: str | None, threads: int | None, out: Path, **kw) -> None:
+          seq_len: int, sweep_seq_lens: str | None, targets: str | None, threads: int | None,
+          out: Path, **kw) -> None:
     """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
 
     ARTIFACTS are model folders: PyTorch (config.json + weights), ONNX (model.onnx),
@@ -253,6 +257,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
 
     stage = {"type": "bench", "name": "bench", "artifacts": [str(Path(a).resolve()) for a in artifacts],
              "batch_sizes": [int(b) for b in batch_sizes.split(",")], "seq_len": seq_len,
+             "sweep_seq_lens": [int(n) for n in sweep_seq_lens.split(",")] if sweep_seq_lens else None,
              "threads": threads, "targets": targets.split(",") if targets else None}
     recipe = _one_stage_recipe(str(Path(artifacts[0]).resolve()), [stage], kw)
     _print_run(run_recipe(recipe, out, force=True, progress=obj["progress"]))

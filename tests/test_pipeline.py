@@ -10,7 +10,7 @@ from tests.conftest import tiny_recipe
 
 FAST_TRAIN = {"lr": 1e-3, "batch_size": 16, "patience": 0}
 BENCH = {"type": "bench", "batch_sizes": [1, 4], "seq_len": 16, "min_iters": 2, "budget_s": 0.05,
-         "warmup": 1, "reference": "teacher"}
+         "warmup": 1, "reference": "teacher", "sweep_seq_lens": [8, 32]}
 
 
 def full_stages(distill_epochs=2):
@@ -52,6 +52,9 @@ def test_every_stage_runs_and_writes_manifests_and_reports(first_run):
         assert row["latency"][0]["p90_ms"] >= row["latency"][0]["p50_ms"] > 0
     md = (out / "report.md").read_text()
     assert "| student-int8 | ort-cpu |" in md
+    sweep = report["rows"][0]["seq_len_sweep"]
+    assert [(s["seq_len"], s["batch_size"]) for s in sweep] == [(8, 4), (32, 4)]
+    assert "over sequence lengths, batch 4" in md and "| len 8 | len 32 |" in md
     assert (out / "bench" / "pareto.png").is_file()
     assert all(a.verify() == [] for a in (s.artifact for s in result.stages))
 

@@ -62,6 +62,16 @@ def render_markdown(report: dict[str, Any]) -> str:
            f"({report['dataset']['examples']} examples). Machine: {env['cpu']}, "
            f"{env['threads']} threads. Reference row: `{report['reference']}`.", "",
            markdown_table(report["rows"], cfg["batch_sizes"], cfg["seq_len"])]
+    sweep_rows = [r for r in report["rows"] if r.get("seq_len_sweep")]
+    if sweep_rows:
+        lengths = [s["seq_len"] for s in sweep_rows[0]["seq_len_sweep"]]
+        batch = sweep_rows[0]["seq_len_sweep"][0]["batch_size"]
+        out += ["", f"Throughput (sequences/s) and p50 ms over sequence lengths, batch {batch}:", "",
+                "| artifact | target | " + " | ".join(f"len {n}" for n in lengths) + " |",
+                "|---|---|" + "---|" * len(lengths)]
+        for row in sweep_rows:
+            cells = [f"{s['throughput']:.0f}/s, {s['p50_ms']:.1f} ms" for s in row["seq_len_sweep"]]
+            out.append(f"| {row['artifact']} | {row['target']} | " + " | ".join(cells) + " |")
     if report.get("unavailable"):
         out += ["", "Targets not measured here:", ""]
         out += [f"- `{t['artifact']}` on `{t['target']}`: {t['reason']}" for t in report["unavailable"]]

@@ -27,6 +27,8 @@ class BenchConfig:
     reference: str | None = None  # row that 'vs ref' and speed-ups compare to; default: first
     batch_sizes: list[int] | None = None
     seq_len: int = 128
+    # extra sweep: p50 and throughput at the largest batch size for each of these lengths
+    sweep_seq_lens: list[int] | None = None
     threads: int | None = None  # None: all cores
     warmup: int = 3
     min_iters: int = 10
@@ -42,6 +44,8 @@ class BenchConfig:
             raise ValueError(f"batch_sizes must be positive integers, got {self.batch_sizes}")
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be >= 2, got {self.seq_len}")
+        if self.sweep_seq_lens is not None and (not self.sweep_seq_lens or min(self.sweep_seq_lens) < 2):
+            raise ValueError(f"sweep_seq_lens must be lengths >= 2, got {self.sweep_seq_lens}")
 
 
 @dataclass
@@ -105,9 +109,10 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
     plan, unavailable = [], []
     for entry in entries:
         limit = _max_positions(entry.path)
-        if limit and cfg.seq_len > limit:
+        longest = max([cfg.seq_len, *(cfg.sweep_seq_lens or [])])
+        if limit and longest > limit:
             raise SlimbertError(
-                f"bench seq_len {cfg.seq_len} is beyond {entry.name}'s maximum of {limit} positions.",
+                f"bench seq_len {longest} is beyond {entry.name}'s maximum of {limit} positions.",
                 hint=f"set bench seq_len to {limit} or less.",
             )
         targets = cfg.targets or default_targets(entry.kind)
@@ -143,11 +148,18 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
             stats = measure_latency(session, batch, warmup=cfg.warmup, min_iters=cfg.min_iters,
                                     max_iters=cfg.max_iters, budget_s=cfg.budget_s)
             latency.append(stats.__dict__)
+        sweep = []
+        for seq_len in cfg.sweep_seq_lens or []:
+            batch_size = max(cfg.batch_sizes)
+            batch = synthetic_batch(batch_size, seq_len, tokenizer.vocab_size, session.input_names)
+            stats = measure_latency(session, batch, warmup=cfg.warmup, min_iters=cfg.min_iters,
+                                    max_iters=cfg.max_iters, budget_s=cfg.budget_s)
+            sweep.append(stats.__dict__)
         rss_after = _rss_mb()
         rows.append({
             "artifact": entry.name, "path": str(entry.path), "kind": entry.kind,
             "target": runtime.name, "device": runtime.device, "threads": row_threads, "accuracy": accuracy,
-            "latency": latency, "size_mb": round(_size_mb(entry), 2),
+            "latency": latency, "seq_len_sweep": sweep, "size_mb": round(_size_mb(entry), 2),
             # per-example predictions, in split order: what a paired comparison needs
             "predictions": logits.argmax(-1).astype(int).tolist(),
             "rss_delta_mb": round(rss_after - rss_before, 1) if rss_before is not None else None,

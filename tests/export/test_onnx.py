@@ -116,3 +116,11 @@ def test_other_architectures_export_fused_and_validated(arch, tiny_classifier, t
     assert metrics["fusions"].get("Attention") == 2, metrics["fusions"]
     names = {i.name for i in get_runtime("ort-cpu").load(tmp_path / "onnx").session.get_inputs()}
     assert ("token_type_ids" in names) == (arch == "roberta")
+
+
+def test_transformers_pipeline_loads_the_pytorch_artifact(tiny_classifier):
+    from transformers import pipeline
+
+    classify = pipeline("text-classification", model=str(tiny_classifier), device="cpu")
+    out = classify(["the movie was great", "a dull plot"])
+    assert [o["label"] for o in out] and {o["label"] for o in out} <= {"neg", "pos"}
