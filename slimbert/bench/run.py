@@ -88,6 +88,18 @@ def _rss_mb() -> float | None:
     return psutil.Process().memory_info().rss / 1e6
 
 
+def _gpu_peak_mb(reset: bool = False) -> float | None:
+    """Peak CUDA memory torch allocated (torch runtimes; TensorRT's buffers are torch's too)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    if reset:
+        torch.cuda.reset_peak_memory_stats()
+        return None
+    return round(torch.cuda.max_memory_allocated() / 1e6, 1)
+
+
 def environment(threads: int) -> dict[str, Any]:
     import cpuinfo  # py-cpuinfo, installed with neural-compressor
 
@@ -138,6 +150,8 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         tokenizer = load_tokenizer(entry.path)
         enc = encode_split(tokenizer, split, max_length)
         rss_before = _rss_mb()
+        if runtime.device == "cuda":
+            _gpu_peak_mb(reset=True)
         row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
         session = runtime.load(entry.path, threads=row_threads)
         logits = session.predict(enc, cfg.eval_batch_size)
@@ -163,6 +177,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
             # per-example predictions, in split order: what a paired comparison needs
             "predictions": logits.argmax(-1).astype(int).tolist(),
             "rss_delta_mb": round(rss_after - rss_before, 1) if rss_before is not None else None,
+            "gpu_peak_mb": _gpu_peak_mb() if runtime.device == "cuda" else None,
         })
         del session
     reference = cfg.reference or rows[0]["artifact"]

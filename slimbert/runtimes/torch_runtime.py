@@ -85,5 +85,6 @@ class TorchFp8Runtime(TorchRuntime):
 
 register(TorchRuntime("torch-cpu", "cpu", torch.float32, "PyTorch eager, fp32, CPU"))
 register(TorchRuntime("torch-cuda-fp16", "cuda", torch.float16, "PyTorch eager, fp16, CUDA GPU"))
+register(TorchRuntime("torch-cuda-bf16", "cuda", torch.bfloat16, "PyTorch eager, bf16, CUDA GPU"))
 register(TorchFp8Runtime("torch-cuda-fp8", "cuda", torch.bfloat16,
                          "PyTorch + torchao FP8 E4M3 matmuls (bf16 elsewhere), CUDA GPU sm_89+"))
