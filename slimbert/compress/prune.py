@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimbert.compress.distill import distill_into
+from slimbert.compress.distill import check_kd_settings, distill_into
 from slimbert.compress.prune_report import sparsity_report
 from slimbert.compress.trainer import TrainConfig, evaluate
 from slimbert.data import EncodedSplit, TextClassificationData, collate, encode_split
@@ -45,11 +45,7 @@ class RecoveryConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"recovery temperature must be > 0, got {self.temperature}")
-        weights = (self.alpha_kd, self.alpha_ce, self.alpha_hidden)
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise ValueError(f"recovery loss weights {weights} must be >= 0 and not all 0")
+        check_kd_settings(self)
 
 
 @dataclass
