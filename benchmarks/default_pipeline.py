@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from slimbert.artifacts import write_json_atomic
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import load_recipe
 
@@ -43,8 +44,7 @@ def main() -> None:
         "student_retention": metrics["student"]["retention"],
         "bench": report,
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.results, summary)
     print(f"wrote {args.results} ({total:.0f} s)")
 
 

@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+from slimbert.artifacts import write_json_atomic
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 
@@ -69,8 +70,7 @@ def main() -> None:
                     "metrics": s.artifact.manifest.metrics} for s in result.stages if s.type != "bench"],
         "bench": json.loads((args.out / "report.json").read_text()),
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.results, summary)
     print((args.out / "report.md").read_text())
     print(f"wrote {args.results}")
 

@@ -32,6 +32,7 @@ import time
 import warnings
 from pathlib import Path
 
+from slimbert.artifacts import write_json_atomic
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.data import classification_metrics, encode_split, load_dataset
 from slimbert.export.onnx import ONNX_FILE, copy_model_metadata
@@ -163,8 +164,7 @@ def main() -> None:
                   "avx512_vnni preset with is_static=False, per_channel=False."],
         "rows": rows,
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.results, summary)
     print(f"wrote {args.results}")
 
 

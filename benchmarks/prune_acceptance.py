@@ -22,6 +22,7 @@ import statistics
 import time
 from pathlib import Path
 
+from slimbert.artifacts import write_json_atomic
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.models import load_tokenizer
 from slimbert.pipeline import run_recipe
@@ -152,8 +153,7 @@ def main() -> None:
         "structured_within_1_point": summary["structured"]["test_accuracy_delta_points"] >= -1,
         "structured_1.3x_faster_b1_seq128": summary["structured"]["speedup_b1"] >= 1.3,
     }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.results, summary)
     shown = ("vocab", "structured", "structured_plus_vocab", "targets")
     print(json.dumps({k: summary[k] for k in shown}, indent=2))
     print(f"wrote {args.results}")

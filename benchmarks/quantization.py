@@ -16,6 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
+from slimbert.artifacts import write_json_atomic
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import load_recipe
 
@@ -54,8 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run_recipe(load_recipe(ROOT / "examples" / "quantization.yaml"), args.out)
     summary = summarize(result, json.loads((args.out / "bench-quantization" / "report.json").read_text()))
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.results, summary)
     for row in summary["rows"]:
         print(f"{row['artifact']:22s} {100 * row['test_accuracy']:6.2f}% ({row['points_vs_fp32']:+.2f}) "
               f"{row['p50_ms_b1']:6.2f} ms  x{row['speedup_vs_fp32_onnx']:.2f}  {row['size_mb']:5.1f} MB")
