@@ -63,7 +63,8 @@ class PruneConfig:
     importance_examples: int = 1024  # training examples the Taylor scores average over
     # magnitude: fraction of encoder linear weights zeroed
     sparsity: float = 0.5
-    scope: Literal["global", "per-layer"] = "global"
+    # global, per-layer, or 2:4 (2 of every 4 consecutive weights: NVIDIA sparse tensor cores)
+    scope: Literal["global", "per-layer", "2:4"] = "global"
     schedule: Literal["one-shot", "gradual"] = "one-shot"
     recovery: RecoveryConfig | None = None
 
@@ -76,6 +77,9 @@ class PruneConfig:
             raise ValueError(f"ffn_multiple must be >= 1, got {self.ffn_multiple}")
         if self.importance_examples < 1:
             raise ValueError(f"importance_examples must be >= 1, got {self.importance_examples}")
+        if self.scope == "2:4" and (self.sparsity != 0.5 or self.schedule != "one-shot"):
+            raise ValueError("scope 2:4 is exactly 50% sparse and one-shot: set sparsity: 0.5 and "
+                             "schedule: one-shot (recovery training keeps the pattern)")
         if self.method == "magnitude" and self.schedule == "gradual" and self.recovery is None:
             raise ValueError("schedule: gradual prunes during recovery training; add a `recovery:` "
                              "section (or use schedule: one-shot)")

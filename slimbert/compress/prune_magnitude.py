@@ -45,8 +45,27 @@ def cubic_sparsity(step: int, total: int, final: float) -> float:
     return final * (1 - (1 - step / total) ** 3)
 
 
+def semi_structured_mask(weight: torch.Tensor, keep: int = 2, group: int = 4) -> torch.Tensor:
+    """N:M mask: in every ``group`` consecutive inputs of each output row keep the ``keep`` largest.
+
+    2:4 is the pattern NVIDIA's sparse tensor cores (Ampere and later) skip at full speed;
+    TensorRT uses it when built with sparse weights. Any other hardware gains nothing.
+    """
+    if weight.shape[-1] % group:
+        raise ValueError(f"2:4 sparsity needs input sizes divisible by {group}, got {tuple(weight.shape)}")
+    groups = weight.detach().abs().reshape(-1, group)
+    top = groups.topk(keep, dim=1).indices
+    mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(1, top, True)
+    return mask.reshape(weight.shape)
+
+
 def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
-    """Keep-masks zeroing the ``sparsity`` fraction of smallest |w|, globally or per tensor."""
+    """Keep-masks zeroing the ``sparsity`` fraction of smallest |w|, globally or per tensor.
+
+    Scope "2:4" ignores ``sparsity`` (always 50%) and keeps 2 of every 4 consecutive weights.
+    """
+    if scope == "2:4":
+        return {name: semi_structured_mask(w) for name, w in weights.items()}
     if sparsity <= 0:
         return {k: torch.ones_like(w, dtype=torch.bool) for k, w in weights.items()}
     if scope == "global":

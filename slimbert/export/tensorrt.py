@@ -47,6 +47,7 @@ class TensorrtConfig:
     opt_seq: int = 128
     max_seq: int = 128
     workspace_gb: float = 4.0
+    sparse_weights: bool = False  # use 2:4-sparse weights on sparse tensor cores (Ampere+)
     build: Literal["auto", "never"] = "auto"  # auto: build here when TensorRT and a GPU exist
 
     def __post_init__(self) -> None:
@@ -86,6 +87,8 @@ def trtexec_command(cfg: TensorrtConfig, names: list[str]) -> str:
             f"--maxShapes={shape_arg('max')}", f"--memPoolSize=workspace:{int(cfg.workspace_gb * 1024)}M",
             "--timingCacheFile=timing.cache", "--profilingVerbosity=detailed",
             "--exportLayerInfo=layers.json"]
+    if cfg.sparse_weights:
+        args.append("--sparsity=enable")
     args += {"fp16": ["--fp16"], "bf16": ["--bf16"], "fp32": [], "int8": ["--int8", "--fp16"],
              "fp8": ["--fp8", "--fp16"]}[cfg.precision]
     return " ".join(shlex.quote(a) for a in args)
@@ -129,7 +132,7 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: TensorrtConfig, names:
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     flags = {"fp16": ["FP16"], "bf16": ["BF16"], "fp32": [], "int8": ["INT8", "FP16"],
              "fp8": ["FP8", "FP16"]}[cfg.precision]
-    for flag in flags:
+    for flag in flags + (["SPARSE_WEIGHTS"] if cfg.sparse_weights else []):
         config.set_flag(getattr(trt.BuilderFlag, flag))
     profile = builder.create_optimization_profile()
     for name, shape in cfg.shapes(names).items():

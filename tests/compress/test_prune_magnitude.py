@@ -60,3 +60,28 @@ def test_masks_hold_through_training_and_become_permanent(tmp_path):
     model.save_pretrained(tmp_path / "p")
     assert sparsity(prunable_weights(load(tmp_path / "p"))) == pytest.approx(0.6, abs=0.01)
     assert not model._forward_pre_hooks  # no hook left behind
+
+
+def test_two_four_masks_keep_the_two_largest_of_every_four(tmp_path):
+    model = load(build_tiny_bert(tmp_path / "m", num_labels=2))
+    weights = prunable_weights(model)
+    masks = magnitude_masks(weights, 0.5, "2:4")
+    for name, w in weights.items():
+        groups = masks[name].reshape(-1, 4)
+        assert (groups.sum(dim=1) == 2).all(), name
+        kept = (w.detach().abs().reshape(-1, 4) * groups).amax(dim=1)
+        dropped = (w.detach().abs().reshape(-1, 4) * ~groups).amax(dim=1)
+        assert (kept >= dropped).all()
+    holder = MaskHolder(model, 0.5, "2:4")
+    report = holder.finish()
+    assert report["prunable_sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_two_four_is_exactly_half_and_one_shot():
+    from slimbert.compress.prune import PruneConfig
+
+    with pytest.raises(ValueError, match="2:4"):
+        PruneConfig(method="magnitude", scope="2:4", sparsity=0.8)
+    with pytest.raises(ValueError, match="2:4"):
+        PruneConfig(method="magnitude", scope="2:4", sparsity=0.5, schedule="gradual")
+    PruneConfig(method="magnitude", scope="2:4", sparsity=0.5)

@@ -28,6 +28,10 @@ def test_artifact_carries_the_build_command_for_the_device(unfused, tmp_path):
     shapes = json.loads((tmp_path / "tensorrt.json").read_text())
     assert shapes["inputs"]["input_ids"] == {"min": [1, 1], "opt": [1, 64], "max": [8, 64]}
     assert metrics["engine"] is None and metrics["engine_not_built"] == "build: never"
+    assert "--sparsity" not in script
+    (tmp_path / "s").mkdir()
+    sparse = export_tensorrt(unfused, tmp_path / "s", TensorrtConfig(sparse_weights=True, build="never"))
+    assert "--sparsity=enable" in sparse["trtexec"]
     assert (tmp_path / ONNX_FILE).is_file() and (tmp_path / "config.json").is_file()
 
 
