@@ -79,11 +79,9 @@ class PruneConfig:
             raise ValueError(f"ffn_multiple must be >= 1, got {self.ffn_multiple}")
         if self.importance_examples < 1:
             raise ValueError(f"importance_examples must be >= 1, got {self.importance_examples}")
-        if self.method == "movement" and (self.schedule != "gradual" or self.scope != "per-layer"):
-            # movement scores (sums of -w * grad) have each matrix's own gradient scale: a
-            # global threshold empties whole matrices (measured: the student fell to 50%)
-            raise ValueError("movement pruning learns from training and ranks within each matrix: "
-                             "set schedule: gradual (with a `recovery:` section) and scope: per-layer")
+        if self.method == "movement" and (self.schedule != "gradual" or self.scope == "2:4"):
+            raise ValueError("movement pruning learns from training: set schedule: gradual (with a "
+                             "`recovery:` section) and scope global or per-layer")
         if self.scope == "2:4" and (self.sparsity != 0.5 or self.schedule != "one-shot"):
             raise ValueError("scope 2:4 is exactly 50% sparse and one-shot: set sparsity: 0.5 and "
                              "schedule: one-shot (recovery training keeps the pattern)")

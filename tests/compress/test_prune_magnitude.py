@@ -93,7 +93,7 @@ def test_movement_prunes_what_training_pushes_toward_zero(tmp_path):
     torch.manual_seed(0)
     model = load(build_tiny_bert(tmp_path / "m", num_labels=2)).train()
     initial = {name: w.detach().clone() for name, w in prunable_weights(model).items()}
-    holder = MaskHolder(model, 0.5, "per-layer", total_steps=30, criterion="movement")
+    holder = MaskHolder(model, 0.5, "global", total_steps=30, criterion="movement")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     ids = torch.randint(5, 30, (8, 12))
     labels = torch.randint(0, 2, (8,))
@@ -106,8 +106,8 @@ def test_movement_prunes_what_training_pushes_toward_zero(tmp_path):
     report = holder.finish()
     assert report["criterion"] == "movement"
     assert report["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
-    by_movement = top_score_masks(holder.scores, 0.5, "per-layer")
-    by_magnitude = magnitude_masks(initial, 0.5, "per-layer")
+    by_movement = top_score_masks(holder.scores, 0.5, "global")
+    by_magnitude = magnitude_masks(initial, 0.5, "global")
     for name, w in holder.weights.items():
         assert torch.equal(w != 0, by_movement[name] & (w != 0))
     overlap = sum(int((by_movement[n] & by_magnitude[n]).sum()) for n in by_movement)
@@ -116,10 +116,7 @@ def test_movement_prunes_what_training_pushes_toward_zero(tmp_path):
 
 
 def test_movement_needs_training():
-    from slimbert.compress.prune import PruneConfig, RecoveryConfig
+    from slimbert.compress.prune import PruneConfig
 
     with pytest.raises(ValueError, match="movement"):
         PruneConfig(method="movement", sparsity=0.8)
-    with pytest.raises(ValueError, match="per-layer"):
-        PruneConfig(method="movement", sparsity=0.8, schedule="gradual", scope="global",
-                    recovery=RecoveryConfig(epochs=1))
