@@ -3,13 +3,11 @@
 Methods (``PRUNE_METHODS``): ``vocab`` drops embedding rows the task never uses (lossless
 on the task's texts, no training), ``structured`` removes attention heads and FFN neurons
 by importance (smaller matrices: faster everywhere), ``magnitude`` zeroes the smallest
-weights (one-shot or gradually during recovery; with scope 2:4, the pattern NVIDIA's sparse
-tensor cores run; otherwise smaller only when compressed), ``movement`` zeroes the weights
-training pushes toward zero (gradually, during recovery). Recovery is knowledge
-distillation (``distill_into``) from a teacher: by default the unpruned input itself, or
-an earlier stage / model folder named in ``recovery.teacher``. Every run ends with the
-sparsity report before and after, which is the stage's metrics and so lands in the artifact
-manifest.
+weights (one-shot or gradually during recovery; smaller only when compressed or run on a
+sparse kernel). Recovery is knowledge distillation (``distill_into``) from a teacher: by
+default the unpruned input itself, or an earlier stage / model folder named in
+``recovery.teacher``. Every run ends with the sparsity report before and after, which is
+the stage's metrics and so lands in the artifact manifest.
 """
 
 from __future__ import annotations
@@ -54,7 +52,7 @@ class RecoveryConfig(TrainConfig):
 class PruneConfig:
     """What to prune and how much; ``recovery`` (optional) trains the pruned model back."""
 
-    method: Literal["vocab", "structured", "magnitude", "movement"] = "vocab"
+    method: Literal["vocab", "structured", "magnitude"] = "vocab"
     # vocab: also keep the ASCII characters, so unseen words split into pieces, not [UNK]
     keep_ascii_chars: bool = True
     # structured: fraction of heads (per layer) and FFN neurons (same count per layer) removed
@@ -63,7 +61,7 @@ class PruneConfig:
     ffn_multiple: int = 1  # round the kept FFN size down to a multiple of this (faster GEMMs)
     importance: Literal["taylor", "magnitude"] = "taylor"
     importance_examples: int = 1024  # training examples the Taylor scores average over
-    # magnitude, movement: fraction of encoder linear weights zeroed
+    # magnitude: fraction of encoder linear weights zeroed
     sparsity: float = 0.5
     # global, per-layer, or 2:4 (2 of every 4 consecutive weights: NVIDIA sparse tensor cores)
     scope: Literal["global", "per-layer", "2:4"] = "global"
@@ -79,13 +77,10 @@ class PruneConfig:
             raise ValueError(f"ffn_multiple must be >= 1, got {self.ffn_multiple}")
         if self.importance_examples < 1:
             raise ValueError(f"importance_examples must be >= 1, got {self.importance_examples}")
-        if self.method == "movement" and (self.schedule != "gradual" or self.scope == "2:4"):
-            raise ValueError("movement pruning learns from training: set schedule: gradual (with a "
-                             "`recovery:` section) and scope global or per-layer")
         if self.scope == "2:4" and (self.sparsity != 0.5 or self.schedule != "one-shot"):
             raise ValueError("scope 2:4 is exactly 50% sparse and one-shot: set sparsity: 0.5 and "
                              "schedule: one-shot (recovery training keeps the pattern)")
-        if self.method in ("magnitude", "movement") and self.schedule == "gradual" and self.recovery is None:
+        if self.method == "magnitude" and self.schedule == "gradual" and self.recovery is None:
             raise ValueError("schedule: gradual prunes during recovery training; add a `recovery:` "
                              "section (or use schedule: one-shot)")
 
@@ -151,7 +146,6 @@ PRUNE_METHODS: dict[str, Callable[[PruneJob], dict[str, Any]]] = {
     "vocab": _prune_vocab,
     "structured": _prune_structured,
     "magnitude": _prune_magnitude,
-    "movement": _prune_magnitude,  # same masks and schedule, scored by movement (prune_magnitude.py)
 }
 
 

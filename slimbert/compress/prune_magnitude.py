@@ -1,11 +1,4 @@
-"""Unstructured pruning of the encoder's linear weights by magnitude or movement.
-
-``movement`` (Sanh et al. 2020) ranks weights by how training moves them rather than by
-their size: each weight's score accumulates -w * dL/dw over the recovery steps (a weight
-growing away from zero scores high, one the loss pushes toward zero scores low), and the
-cubic schedule prunes the lowest scores. It needs training (a gradual schedule) and is the
-stronger criterion at high sparsity during distillation, where fine-tuning has moved
-weights far from their pretrained sizes.
+"""Unstructured magnitude pruning of the encoder's linear weights, one-shot or gradual.
 
 Masks are our own (a boolean per weight) rather than ``torch.nn.utils.prune``'s
 reparametrisation, so state_dict keys, checkpoints and ``save_pretrained`` stay plain. A
@@ -66,23 +59,6 @@ def semi_structured_mask(weight: torch.Tensor, keep: int = 2, group: int = 4) ->
     return mask.reshape(weight.shape)
 
 
-def top_score_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
-    """Keep-masks dropping the ``sparsity`` fraction of lowest scores, globally or per tensor."""
-    if sparsity <= 0:
-        return {k: torch.ones_like(s, dtype=torch.bool) for k, s in scores.items()}
-    if scope == "global":
-        flat = torch.cat([s.flatten() for s in scores.values()])
-        k = int(sparsity * flat.numel())
-        threshold = torch.kthvalue(flat, k).values if k else flat.min() - 1
-        return {name: s > threshold for name, s in scores.items()}
-    masks = {}
-    for name, s in scores.items():
-        k = int(sparsity * s.numel())
-        threshold = torch.kthvalue(s.flatten(), k).values if k else s.min() - 1
-        masks[name] = s > threshold
-    return masks
-
-
 def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
     """Keep-masks zeroing the ``sparsity`` fraction of smallest |w|, globally or per tensor.
 
@@ -90,38 +66,33 @@ def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: st
     """
     if scope == "2:4":
         return {name: semi_structured_mask(w) for name, w in weights.items()}
-    return top_score_masks({name: w.detach().abs() for name, w in weights.items()}, sparsity, scope)
+    if sparsity <= 0:
+        return {k: torch.ones_like(w, dtype=torch.bool) for k, w in weights.items()}
+    if scope == "global":
+        flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
+        k = int(sparsity * flat.numel())
+        threshold = torch.kthvalue(flat, k).values if k else flat.min() - 1
+        return {name: w.detach().abs() > threshold for name, w in weights.items()}
+    masks = {}
+    for name, w in weights.items():
+        k = int(sparsity * w.numel())
+        threshold = torch.kthvalue(w.detach().abs().flatten(), k).values if k else -1.0
+        masks[name] = w.detach().abs() > threshold
+    return masks
 
 
 class MaskHolder:
     """Holds masks on a model through training; ``finish`` makes them permanent."""
 
-    def __init__(self, model: nn.Module, sparsity: float, scope: str, total_steps: int = 0,
-                 criterion: str = "magnitude"):
-        self.model, self.sparsity, self.scope, self.criterion = model, sparsity, scope, criterion
+    def __init__(self, model: nn.Module, sparsity: float, scope: str, total_steps: int = 0):
+        self.model, self.sparsity, self.scope = model, sparsity, scope
         self.total_steps = total_steps  # 0: one-shot (final sparsity from the start)
         self.weights = prunable_weights(model)
         self.step = 0
-        self.scores = {name: torch.zeros_like(w, requires_grad=False) for name, w in self.weights.items()}
-        self.grad_handles = []
-        if criterion == "movement":
-            for name, w in self.weights.items():
-                self.grad_handles.append(w.register_hook(self._movement(name, w)))
         self.current = cubic_sparsity(0, self._ramp(), sparsity) if total_steps else sparsity
-        self.masks = self._masks(self.current)
+        self.masks = magnitude_masks(self.weights, self.current, scope)
         self._apply()
         self.handle = model.register_forward_pre_hook(self._before_forward)
-
-    def _movement(self, name: str, weight: nn.Parameter):
-        def accumulate(grad: torch.Tensor) -> None:
-            self.scores[name].sub_(grad.detach() * weight.detach())
-        return accumulate
-
-    def _masks(self, sparsity: float) -> dict[str, torch.Tensor]:
-        """Movement scores once training has produced some; magnitudes before that."""
-        if self.criterion == "movement" and any(s.any() for s in self.scores.values()):
-            return top_score_masks(self.scores, sparsity, self.scope)
-        return magnitude_masks(self.weights, sparsity, self.scope)
 
     @property
     def select_from_step(self) -> int:
@@ -141,22 +112,20 @@ class MaskHolder:
             self.step += 1
             if self.step % UPDATE_EVERY == 0 or self.step >= self._ramp():
                 target = cubic_sparsity(self.step, self._ramp(), self.sparsity)
-                if target != self.current or self.criterion == "movement":
+                if target != self.current:
                     self.current = target
-                    self.masks = self._masks(target)
+                    self.masks = magnitude_masks(self.weights, target, self.scope)
         self._apply()
 
     def finish(self) -> dict[str, Any]:
         """Final-sparsity masks on the kept weights, applied for good; the hook is removed."""
         self.handle.remove()
-        for handle in self.grad_handles:
-            handle.remove()
         total = sum(w.numel() for w in self.weights.values())
         held = sum(int((w == 0).sum()) for w in self.weights.values()) / total
-        self.masks = self._masks(self.sparsity)
+        self.masks = magnitude_masks(self.weights, self.sparsity, self.scope)
         self._apply()
         zeros = sum(int((w == 0).sum()) for w in self.weights.values())
-        return {"criterion": self.criterion, "target_sparsity": self.sparsity, "scope": self.scope,
+        return {"target_sparsity": self.sparsity, "scope": self.scope,
                 "prunable_params": total, "prunable_sparsity": round(zeros / total, 4),
                 # sparsity of the weights training ended with (gradual: the best checkpoint's)
                 "sparsity_at_best_checkpoint": round(held, 4), "training_steps_seen": self.step}
@@ -168,5 +137,5 @@ def start_magnitude_pruning(model: nn.Module, cfg, data, max_length: int) -> tup
     if cfg.schedule == "gradual":
         rec = cfg.recovery
         total = math.ceil(len(data.splits["train"]) / rec.batch_size) * rec.epochs
-    holder = MaskHolder(model, cfg.sparsity, cfg.scope, total, criterion=cfg.method)
+    holder = MaskHolder(model, cfg.sparsity, cfg.scope, total)
     return holder, {"schedule": cfg.schedule, "schedule_steps": total}

@@ -85,38 +85,3 @@ def test_two_four_is_exactly_half_and_one_shot():
     with pytest.raises(ValueError, match="2:4"):
         PruneConfig(method="magnitude", scope="2:4", sparsity=0.5, schedule="gradual")
     PruneConfig(method="magnitude", scope="2:4", sparsity=0.5)
-
-
-def test_movement_prunes_what_training_pushes_toward_zero(tmp_path):
-    from slimbert.compress.prune_magnitude import top_score_masks
-
-    torch.manual_seed(0)
-    model = load(build_tiny_bert(tmp_path / "m", num_labels=2)).train()
-    initial = {name: w.detach().clone() for name, w in prunable_weights(model).items()}
-    holder = MaskHolder(model, 0.5, "global", total_steps=30, criterion="movement")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    ids = torch.randint(5, 30, (8, 12))
-    labels = torch.randint(0, 2, (8,))
-    for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(model(input_ids=ids).logits, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert all(s.any() for s in holder.scores.values())  # -w * grad accumulated
-    report = holder.finish()
-    assert report["criterion"] == "movement"
-    assert report["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
-    by_movement = top_score_masks(holder.scores, 0.5, "global")
-    by_magnitude = magnitude_masks(initial, 0.5, "global")
-    for name, w in holder.weights.items():
-        assert torch.equal(w != 0, by_movement[name] & (w != 0))
-    overlap = sum(int((by_movement[n] & by_magnitude[n]).sum()) for n in by_movement)
-    kept = sum(int(m.sum()) for m in by_movement.values())
-    assert overlap < kept  # a different criterion: not just the weights that were largest
-
-
-def test_movement_needs_training():
-    from slimbert.compress.prune import PruneConfig
-
-    with pytest.raises(ValueError, match="movement"):
-        PruneConfig(method="movement", sparsity=0.8)
