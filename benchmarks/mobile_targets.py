@@ -5,7 +5,7 @@
 Takes the fine-tuned teacher and the distilled student of a finished default run (so no
 retraining), re-exports the student (ONNX, INT8, ORT format, ExecuTorch fp32 and INT8) with
 the run's own dataset settings, and benches every artifact on its targets in one process:
-torch-cpu, ort-cpu (fp32 and INT8), ort-mobile and executorch-xnnpack. Writes
+torch-cpu (fp32 and bf16), ort-cpu (fp32 and INT8), ort-mobile and executorch-xnnpack. Writes
 benchmarks/results/mobile_targets.json (the bench report plus the export metrics, op
 coverage included). Mobile rows run on this CPU with a phone's thread count.
 """
@@ -41,6 +41,7 @@ def build_recipe(run: Path) -> dict:
             {"type": "export-executorch", "name": "student-pte-int8-static", "input": "model",
              "precision": "int8", "activations": "static", "min_agreement": 0.9},
             {"type": "bench", "name": "bench", "reference": "teacher", "batch_sizes": [1, 32], "seq_len": 128,
+             "targets": ["torch-cpu", "torch-cpu-bf16", "ort-cpu", "ort-mobile", "executorch-xnnpack"],
              "artifacts": [teacher, student, "student-onnx", "student-int8", "student-int8-ort",
                            "student-pte", "student-pte-int8", "student-pte-int8-static"]},
         ],

@@ -61,7 +61,7 @@ def default_targets(kind: str, devices: tuple[str, ...] = ("cpu", "mobile")) -> 
     A kind no CPU runtime runs (a TensorRT engine) gets all its runtimes, so that the report
     says why they are unavailable instead of dropping the artifact.
     """
-    runtimes = [r for r in all_runtimes().values() if r.kind == kind]
+    runtimes = [r for r in all_runtimes().values() if r.kind == kind and r.in_default]
     return [r.name for r in runtimes if r.device in devices] or [r.name for r in runtimes]
 
 

@@ -47,6 +47,7 @@ class Runtime(ABC):
     kind: str  # artifact kind it runs: "hf-model" or "onnx"
     device: str  # "cpu", "cuda", "mobile"
     description: str
+    in_default: bool = True  # measured when a bench names no targets; False: only when asked
     # threads when the bench is not told (None: all cores); mobile targets pick a phone's
     default_threads: int | None = None
 

@@ -83,7 +83,26 @@ class TorchFp8Runtime(TorchRuntime):
         return model
 
 
+class TorchCpuBf16Runtime(TorchRuntime):
+    """bf16 on CPU: fast where the CPU has bf16 dot products (AVX512_BF16, AMX), slow elsewhere.
+
+    Not among the default targets (it doubles every PyTorch row); name it in ``targets``.
+    """
+
+    in_default = False
+
+    def unavailable_reason(self) -> str | None:
+        from pathlib import Path
+
+        cpuinfo = Path("/proc/cpuinfo")
+        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+        if flags and not any(f in flags for f in ("avx512_bf16", "amx_bf16", "bf16")):
+            return "this CPU has no bf16 instructions (AVX512_BF16, AMX or ARM BF16): bf16 would be emulated"
+        return None
+
+
 register(TorchRuntime("torch-cpu", "cpu", torch.float32, "PyTorch eager, fp32, CPU"))
+register(TorchCpuBf16Runtime("torch-cpu-bf16", "cpu", torch.bfloat16, "PyTorch eager, bf16, CPU"))
 register(TorchRuntime("torch-cuda-fp16", "cuda", torch.float16, "PyTorch eager, fp16, CUDA GPU"))
 register(TorchRuntime("torch-cuda-bf16", "cuda", torch.bfloat16, "PyTorch eager, bf16, CUDA GPU"))
 register(TorchFp8Runtime("torch-cuda-fp8", "cuda", torch.bfloat16,

@@ -83,3 +83,16 @@ def test_torch_cuda_fp8_matches_cpu(tiny_classifier):
     assert any("Float8" in type(m.weight).__name__ for m in session.model.modules()
                if isinstance(m, torch.nn.Linear))
     np.testing.assert_allclose(cpu, session.run(batch), atol=0.1)
+
+
+def test_cpu_bf16_is_listed_but_not_a_default_target(tiny_classifier):
+    from slimbert.bench.run import default_targets
+    from slimbert.runtimes import all_runtimes
+
+    runtime = all_runtimes()["torch-cpu-bf16"]
+    assert "torch-cpu-bf16" not in default_targets("hf-model") and "torch-cpu" in default_targets("hf-model")
+    if runtime.unavailable_reason() is None:
+        ids = np.random.default_rng(0).integers(5, 30, size=(2, 8)).astype(np.int64)
+        batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        cpu = get_runtime("torch-cpu").load(tiny_classifier).run(batch)
+        np.testing.assert_allclose(cpu, runtime.load(tiny_classifier).run(batch), atol=6e-2)
