@@ -77,3 +77,21 @@ def test_bench_prints_one_json_object(bundle):
 def test_bench_refuses_a_length_beyond_the_model(bundle):
     result = run_runner(bundle, "bench", "--seq-len", "128")  # the tiny model has 64 positions
     assert result.returncode == 5 and "maximum of 64 positions" in result.stderr
+
+
+def test_runner_builds_the_same_latency_inputs_as_the_bench():
+    """runner.py cannot import slimbert, so it keeps its own synthetic_batch: the two must agree."""
+    import importlib.util
+
+    import numpy as np
+
+    from slimbert.bench.latency import synthetic_batch
+
+    spec = importlib.util.spec_from_file_location("bundle_runner", RUNNER_SOURCE)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    for names in (("input_ids", "attention_mask", "token_type_ids"), ("input_ids", "attention_mask")):
+        ours, theirs = synthetic_batch(4, 16, 30522, names), runner.synthetic_batch(4, 16, 30522, list(names))
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            np.testing.assert_array_equal(ours[key], theirs[key])
