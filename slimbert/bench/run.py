@@ -88,16 +88,18 @@ def _rss_mb() -> float | None:
     return psutil.Process().memory_info().rss / 1e6
 
 
-def _gpu_peak_mb(reset: bool = False) -> float | None:
+def _gpu_peak_mb() -> float | None:
     """Peak CUDA memory torch allocated (torch runtimes; TensorRT's buffers are torch's too)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    if reset:
+    return round(torch.cuda.max_memory_allocated() / 1e6, 1) if torch.cuda.is_available() else None
+
+
+def _reset_gpu_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-        return None
-    return round(torch.cuda.max_memory_allocated() / 1e6, 1)
 
 
 def environment(threads: int) -> dict[str, Any]:
@@ -151,7 +153,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         enc = encode_split(tokenizer, split, max_length)
         rss_before = _rss_mb()
         if runtime.device == "cuda":
-            _gpu_peak_mb(reset=True)
+            _reset_gpu_peak()
         row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
         session = runtime.load(entry.path, threads=row_threads)
         logits = session.predict(enc, cfg.eval_batch_size)

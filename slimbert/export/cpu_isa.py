@@ -52,7 +52,11 @@ _FORMATS: dict[str, tuple[str, str, bool, str]] = {
 ISA_NAMES: tuple[str, ...] = tuple(_FORMATS)
 
 
-def _cpu_flags(cpuinfo: str) -> set[str]:
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """Instruction-set flags of this CPU (or of the given /proc/cpuinfo text); empty if unknown."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.is_file() else ""
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
@@ -64,10 +68,7 @@ def _cpu_flags(cpuinfo: str) -> set[str]:
 def detect_isa(machine: str | None = None, cpuinfo: str | None = None) -> str:
     """The instruction-set family of this CPU (or of the given /proc/cpuinfo text)."""
     machine = (machine or platform.machine()).lower()
-    if cpuinfo is None:
-        path = Path("/proc/cpuinfo")
-        cpuinfo = path.read_text() if path.is_file() else ""
-    flags = _cpu_flags(cpuinfo)
+    flags = cpu_flags(cpuinfo)
     if machine in ("x86_64", "amd64", "i686", "x86"):
         if flags & {"avx512_vnni", "avx512vnni", "avx_vnni"}:
             return "x86-vnni"

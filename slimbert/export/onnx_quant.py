@@ -121,18 +121,24 @@ class QuantJob:
     cfg: OnnxQuantizeConfig
     formats: Int8Formats
     calibration_cache: Path | None
-    exclude_nodes: list[str] = field(default_factory=list)  # chosen by the repair
+    # kept in fp32: the recipe's nodes and op types (resolved once, see recipe_exclusions)
+    # plus, after a repair, the nodes it chose
+    exclude_nodes: list[str] = field(default_factory=list)
     only_nodes: list[str] | None = None  # sensitivity analysis: quantize just these
 
     def excluded(self) -> list[str]:
-        """Nodes kept in fp32: the recipe's list, its op types, and the repair's choice."""
-        import onnx
+        return sorted(set(self.exclude_nodes))
 
-        names = set(self.cfg.exclude_nodes or []) | set(self.exclude_nodes)
-        if self.cfg.exclude_op_types:
-            graph = onnx.load(str(self.source), load_external_data=False).graph
-            names |= {n.name for n in graph.node if n.op_type in self.cfg.exclude_op_types}
-        return sorted(names)
+
+def recipe_exclusions(source: Path, cfg: OnnxQuantizeConfig) -> list[str]:
+    """Node names the recipe keeps in fp32: ``exclude_nodes`` and nodes of ``exclude_op_types``."""
+    import onnx
+
+    names = set(cfg.exclude_nodes or [])
+    if cfg.exclude_op_types:
+        graph = onnx.load(str(source), load_external_data=False).graph
+        names |= {n.name for n in graph.node if n.op_type in cfg.exclude_op_types}
+    return sorted(names)
 
 
 def _quant_type(name: str):
@@ -292,7 +298,7 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
             f"{src_dir / ONNX_FILE} is already quantized (it contains {', '.join(already)}).",
             hint="quantize the fp32 export instead (point the stage's input at the export-onnx stage).",
         )
-    method, needs_ranges = QUANTIZERS[cfg.mode]
+    _, needs_ranges = QUANTIZERS[cfg.mode]
     formats = cfg.int8_formats()
     runtime = get_runtime("ort-cpu")
     with tempfile.TemporaryDirectory(prefix="slimbert-quant-") as tmp:
@@ -303,12 +309,11 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
             if calibration is None or len(calibration) == 0:
                 raise ExportError(f"{cfg.mode} quantization needs calibration examples; none were given.",
                                   hint="the recipe's training split calibrates; check that it is not empty.")
-            method_name = "minmax" if cfg.mode == "fp8" and cfg.calibration == "minmax" else cfg.calibration
-            cache = calibrate(shaped, calibration.head(cfg.calibration_examples), method_name,
+            cache = calibrate(shaped, calibration.head(cfg.calibration_examples), cfg.calibration,
                               work / "calibration.json", batch_size=cfg.calibration_batch_size,
                               percentile=cfg.percentile, progress=progress)
         fp32_logits = runtime.load(src_dir).predict(dev)
-        job = QuantJob(shaped, out_dir / ONNX_FILE, cfg, formats, cache)
+        job = QuantJob(shaped, out_dir / ONNX_FILE, cfg, formats, cache, recipe_exclusions(shaped, cfg))
         details = run_job(job)
         copy_model_metadata(src_dir, out_dir)
         logits = runtime.load(out_dir).predict(dev)

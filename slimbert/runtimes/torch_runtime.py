@@ -92,11 +92,10 @@ class TorchCpuBf16Runtime(TorchRuntime):
     in_default = False
 
     def unavailable_reason(self) -> str | None:
-        from pathlib import Path
+        from slimbert.export.cpu_isa import cpu_flags
 
-        cpuinfo = Path("/proc/cpuinfo")
-        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
-        if flags and not any(f in flags for f in ("avx512_bf16", "amx_bf16", "bf16")):
+        flags = cpu_flags()
+        if flags and not flags & {"avx512_bf16", "amx_bf16", "bf16"}:
             return "this CPU has no bf16 instructions (AVX512_BF16, AMX or ARM BF16): bf16 would be emulated"
         return None
 
