@@ -125,12 +125,14 @@ def has_classification_head(folder: Path) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
-def load_classifier(folder: Path, label_names: list[str] | None = None):
+def load_classifier(folder: Path, label_names: list[str] | None = None,
+                    attn_implementation: str | None = None):
     """An AutoModelForSequenceClassification from ``folder``.
 
     With ``label_names`` the head is sized (and, if it does not match, re-initialised)
     for those labels; the label names are stored in the config so that every exported
-    artifact carries them.
+    artifact carries them. ``attn_implementation="eager"`` is for training that reads the
+    attention maps (SDPA does not return them).
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -143,7 +145,7 @@ def load_classifier(folder: Path, label_names: list[str] | None = None):
             f"{folder}/config.json is not a valid transformers config: {exc}",
             hint="use a folder written by save_pretrained, or re-download the model.",
         ) from exc
-    kwargs = {}
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if label_names is not None:
         config.num_labels = len(label_names)
         config.id2label = dict(enumerate(label_names))

@@ -61,15 +61,17 @@ def sentiment_csv(tmp_path_factory) -> Path:
     return write_csv(folder / "reviews.csv", make_sentences(400, seed=1))
 
 
-def build_tiny_bert(folder: Path, *, layers: int = 4, num_labels: int | None = None, seed: int = 0) -> Path:
+def build_tiny_bert(folder: Path, *, layers: int = 4, num_labels: int | None = None, seed: int = 0,
+                    hidden: int = 32, extra_words: tuple[str, ...] = ()) -> Path:
     """Save a tiny random BERT (+ tokenizer) to ``folder``; with num_labels, a classifier."""
     from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizerFast
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + sorted(set(POSITIVE + NEGATIVE + NEUTRAL))) + "\n")
+    words = sorted(set(POSITIVE + NEGATIVE + NEUTRAL + list(extra_words)))
+    vocab.write_text("\n".join(SPECIAL + words) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
                         num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     torch.manual_seed(seed)

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimbert.compress.distill import check_kd_settings, distill_into
+from slimbert.compress.distill import KDConfig, distill_into
 from slimbert.compress.prune_report import sparsity_report
-from slimbert.compress.trainer import TrainConfig, evaluate
+from slimbert.compress.trainer import evaluate
 from slimbert.data import EncodedSplit, TextClassificationData, collate, encode_split
 from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer
@@ -33,19 +33,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class RecoveryConfig(TrainConfig):
-    """Distillation after pruning: the pruned model learns the teacher's soft targets back."""
+class RecoveryConfig(KDConfig):
+    """Distillation after pruning: the pruned model learns the teacher's soft targets back.
+
+    Hidden-state and attention losses pair layers one to one, so they need a teacher of the
+    same depth and tokenizer (the unpruned input, typically).
+    """
 
     epochs: int = 2
     teacher: str | None = None  # earlier stage or model folder; None: the unpruned input
-    temperature: float = 2.0
-    alpha_kd: float = 0.7
-    alpha_ce: float = 0.3
-    alpha_hidden: float = 0.0  # cosine loss on hidden states; same depth and tokenizer only
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_kd_settings(self)
 
 
 @dataclass

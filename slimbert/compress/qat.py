@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbert.compress.distill import check_kd_settings, distill_into
+from slimbert.compress.distill import KDConfig, distill_into
 from slimbert.compress.student import find_layers
 from slimbert.compress.trainer import (
-    TrainConfig,
     evaluate,
     predict_logits,
     to_tensors,
@@ -47,22 +46,21 @@ QMIN, QMAX = -128, 127
 
 
 @dataclass
-class QatConfig(TrainConfig):
-    """Short, gentle fine-tuning: the model is already trained, only rounding is new."""
+class QatConfig(KDConfig):
+    """Short, gentle fine-tuning: the model is already trained, only rounding is new.
+
+    The teacher is the fp32 model itself; hidden-state and attention losses pair its layers
+    one to one with the fake-quantized copy's.
+    """
 
     epochs: int = 2
     lr: float = 2e-5
-    temperature: float = 2.0
-    alpha_kd: float = 0.7
-    alpha_ce: float = 0.3
-    alpha_hidden: float = 0.0  # cosine to the fp32 model's hidden states, layer by layer
     calibration_batches: int = 16
     opset: int = 17
     atol: float = 1e-2  # ONNX vs fake-quantized PyTorch: roundings may land one step apart
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_kd_settings(self)
         if self.calibration_batches < 1:
             raise ValueError("calibration_batches must be >= 1")
 

@@ -17,7 +17,8 @@ from slimbert.errors import ModelError
 _LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
 _DEPTH_KEYS = ("num_hidden_layers", "n_layers")
 
-LayerChoice = list[int] | Literal["every-other"]
+# a list of teacher layer indices, "every-other" (DistilBERT) or "first-<k>"
+LayerChoice = list[int] | Literal["every-other"] | str
 
 
 def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
@@ -42,6 +43,12 @@ def resolve_layers(choice: LayerChoice, depth: int) -> list[int]:
     """Teacher layer indices the student keeps."""
     if choice == "every-other":
         return list(range(0, depth, 2))
+    if isinstance(choice, str):
+        k = parse_first_k(choice)
+        if not 1 <= k <= depth:
+            raise ModelError(f"layers: {choice} asks for {k} layers of a model with {depth}.",
+                             hint=f"use first-1 .. first-{depth}.")
+        return list(range(k))
     layers = list(choice)
     if not layers:
         raise ModelError("the student's layer list is empty.", hint="keep at least one layer.")
@@ -58,6 +65,24 @@ def resolve_layers(choice: LayerChoice, depth: int) -> list[int]:
             hint=f"e.g. {sorted(set(layers))}.",
         )
     return layers
+
+
+def parse_first_k(choice: str) -> int:
+    """k of a "first-<k>" layer choice; ValueError (a recipe error) for anything else."""
+    head, _, count = choice.partition("-")
+    if head != "first" or not count.isdigit():
+        raise ValueError(f"layers must be a list of layer indices, 'every-other' or 'first-<k>' "
+                         f"(e.g. first-3), got {choice!r}")
+    return int(count)
+
+
+def uniform_layer_map(student_depth: int, teacher_depth: int) -> list[int]:
+    """Teacher layer whose output student layer i imitates: the last of each block (TinyBERT).
+
+    3 of 6 layers pair with teacher layers 1, 3, 5 (0-based), so the student's last layer
+    imitates the teacher's last, the one its classifier was trained on.
+    """
+    return [(i + 1) * teacher_depth // student_depth - 1 for i in range(student_depth)]
 
 
 def build_student(teacher: nn.Module, layers: list[int]) -> nn.Module:

@@ -1,0 +1,85 @@
+"""Issue 3 ablation: which distillation losses matter at 3, 2 and 1 layers.
+
+    python benchmarks/distill_ablation.py --run <default run folder> [--out runs/distill-ablation]
+        [--depths 2 3 1] [--variants ce kd inter aug] [--results benchmarks/results/distill_ablation.json]
+
+Starts from the fine-tuned teacher of a finished default run (and its dataset settings from
+recipe.json), and distils one student per (depth, variant) through the engine, all from the
+same initialisation (the teacher's layers: 0,2,4 / 0,3 / 0):
+- ``ce``: hard labels only;
+- ``kd``: + soft targets (T=2, 0.7 KD + 0.3 CE), the default recipe's loss;
+- ``inter``: + hidden-state cosine and MiniLM attention KL (uniform layer map);
+- ``aug``: + TinyBERT augmentation (embedding-neighbour word replacement, 2 copies per
+  sentence, labelled by the teacher).
+Every student is its own stage, so an interrupted run resumes (finished stages are reused,
+an interrupted one continues from its checkpoint). The JSON is rewritten after each student.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from slimbert.artifacts import write_json_atomic
+from slimbert.pipeline import run_recipe
+from slimbert.recipe import recipe_from_dict
+
+RESULTS = Path(__file__).parent / "results" / "distill_ablation.json"
+LAYERS = {3: [0, 2, 4], 2: [0, 3], 1: [0]}
+TRAIN = {"epochs": 6, "lr": 1e-4, "batch_size": 32, "evals_per_epoch": 2, "patience": 2}
+VARIANTS = {
+    "ce": {"alpha_kd": 0.0, "alpha_ce": 1.0},
+    "kd": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0},
+    "inter": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
+              "alpha_hidden": 1.0, "alpha_attention": 1.0},
+    # three times the examples per epoch: half the epochs, evaluated as often per example
+    "aug": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
+            "alpha_hidden": 1.0, "alpha_attention": 1.0,
+            "augment": {"copies": 2}, "epochs": 3, "evals_per_epoch": 4},
+}
+
+
+def stage(depth: int, variant: str) -> dict:
+    return {"type": "distill", "name": f"student-{depth}l-{variant}", "input": "model",
+            "layers": LAYERS[depth], **TRAIN, **VARIANTS[variant]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished default run (its teacher)")
+    parser.add_argument("--out", type=Path, default=Path("runs/distill-ablation"))
+    parser.add_argument("--depths", type=int, nargs="+", default=[2, 3, 1], choices=sorted(LAYERS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    base = json.loads((args.run / "recipe.json").read_text())
+    rows = json.loads(args.results.read_text())["rows"] if args.results.is_file() else []
+    done = {(r["depth"], r["variant"]) for r in rows}
+    for depth in args.depths:
+        for variant in args.variants:
+            if (depth, variant) in done:
+                continue
+            recipe = recipe_from_dict({"name": "distill-ablation", "model": str(args.run / "teacher"),
+                                       "seed": base["seed"], "dataset": base["dataset"],
+                                       "stages": [stage(depth, variant)]})
+            start = time.perf_counter()
+            (result,) = run_recipe(recipe, args.out).stages
+            m = result.artifact.manifest.metrics
+            rows.append({"depth": depth, "variant": variant, "config": stage(depth, variant),
+                         "test_accuracy": m["test"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
+                         "teacher_test_accuracy": m["teacher_test"]["accuracy"],
+                         "retention": m["retention"], "dev_accuracy": m["dev"]["accuracy"],
+                         "train_examples": m["train_examples"], "steps": m["steps"],
+                         "train_seconds": m["train_seconds"],
+                         "wall_seconds": round(time.perf_counter() - start, 1),
+                         "params": m["params"]})
+            write_json_atomic(args.results, {"teacher": str(args.run / "teacher"), "rows": rows})
+            print(f"{depth}L {variant}: test {m['test']['accuracy']:.4f} "
+                  f"(retention {m['retention']:.4f})", flush=True)
+    print(f"wrote {args.results}")
+
+
+if __name__ == "__main__":
+    main()
