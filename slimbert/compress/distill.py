@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slimbert import distributed
 from slimbert.compress.student import LayerChoice, build_student, find_layers, resolve_layers
 from slimbert.compress.trainer import (
     TrainConfig,
@@ -96,13 +97,20 @@ def hidden_cosine_loss(student_hidden, teacher_hidden, mapping: list[int],
 
 
 def cached_teacher_logits(teacher, enc, work_dir: Path, progress: bool) -> np.ndarray:
+    """The teacher's logits on ``enc``, computed once per stage and kept in ``work_dir``.
+
+    Under a multi-process launch every process computes them (no process idles) and only
+    the main one writes the file.
+    """
     path = work_dir / "teacher_logits.npy"
     if path.is_file():
         return np.load(path)
-    logits = predict_logits(teacher, enc, desc="teacher logits", progress=progress)
-    tmp = work_dir / ".teacher_logits.tmp.npy"
-    np.save(tmp, logits)
-    os.replace(tmp, path)
+    main = distributed.is_main()
+    logits = predict_logits(teacher, enc, desc="teacher logits", progress=progress and main)
+    if main:
+        tmp = work_dir / ".teacher_logits.tmp.npy"
+        np.save(tmp, logits)
+        os.replace(tmp, path)
     return logits
 
 
@@ -179,14 +187,16 @@ def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int
 
     def loss_fn(model, batch, index):
         out = model(**batch, output_hidden_states=cfg.alpha_hidden > 0)
-        loss = torch.zeros((), dtype=out.logits.dtype)
+        device = out.logits.device
+        loss = torch.zeros((), dtype=out.logits.dtype, device=device)
         if cfg.alpha_kd:
-            loss = loss + cfg.alpha_kd * kd_loss(out.logits, teacher_logits[index], cfg.temperature)
+            loss = loss + cfg.alpha_kd * kd_loss(out.logits, teacher_logits[index].to(device),
+                                                 cfg.temperature)
         if cfg.alpha_ce:
-            loss = loss + cfg.alpha_ce * F.cross_entropy(out.logits, label_tensor(labels, index))
+            loss = loss + cfg.alpha_ce * F.cross_entropy(out.logits, label_tensor(labels, index).to(device))
         if cfg.alpha_hidden:
-            with torch.no_grad():
-                t_hidden = teacher(**batch, output_hidden_states=True).hidden_states
+            with torch.no_grad():  # the teacher joins the student on the training device
+                t_hidden = teacher.to(device)(**batch, output_hidden_states=True).hidden_states
             loss = loss + cfg.alpha_hidden * hidden_cosine_loss(
                 out.hidden_states, t_hidden, mapping, batch["attention_mask"])
         return loss
