@@ -252,6 +252,13 @@ def train(
         ],
         lr=cfg.lr,
     )
+    lengths = train_enc.lengths
+    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    # not accelerator.prepare(d): a prepared scheduler steps once per process per step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(int(cfg.warmup_ratio * total_steps), total_steps)
+    )
     # Under a launch the model is wrapped in DDP. Every parameter of a sequence classifier
     # takes part in each forward, so DDP runs without find_unused_parameters (its cost is a
     # graph walk per step); a model with an unused one fails loudly at the second step.
@@ -259,13 +266,6 @@ def train(
     # prepare() also wraps the model's forward in autocast; the loss_fn is autocast below
     # instead, so that dev evaluation (on the bare model) runs in fp32, as the exports do.
     model = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
-    lengths = train_enc.lengths
-    steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    # not accelerator.prepare(d): a prepared scheduler steps once per process per step
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer.optimizer, _lr_lambda(int(cfg.warmup_ratio * total_steps), total_steps)
-    )
     eval_points = {
         min(steps_per_epoch, round(steps_per_epoch * (k + 1) / cfg.evals_per_epoch))
         for k in range(cfg.evals_per_epoch)

@@ -92,7 +92,7 @@ def test_mixed_precision_is_validated():
 def test_fp16_on_cpu_is_refused_with_a_hint(tiny_classifier, sentiment_csv, tmp_path):
     from slimbert.errors import RecipeError
 
-    with pytest.raises(RecipeError, match="fp16 needs a GPU") as err:
+    with pytest.raises(RecipeError, match="fp16 needs a CUDA GPU") as err:
         run(tiny_classifier, sentiment_csv, tmp_path / "work", mixed_precision="fp16")
     assert "bf16" in err.value.hint
 
