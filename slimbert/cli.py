@@ -22,6 +22,10 @@ def _setup_logging(verbosity: int) -> None:
                         format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True)
     log.setLevel(level)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from slimbert import distributed
+
+    if distributed.launched() and not distributed.is_main():  # one voice per launch: the main one's
+        log.setLevel(logging.WARNING)
     import warnings
 
     if verbosity < 2:
@@ -69,6 +73,10 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 def _print_run(result) -> None:
+    from slimbert import distributed
+
+    if not distributed.is_main():  # under a launch, the main process reports the run
+        return
     click.echo()
     click.echo(f"run folder: {result.out_dir}")
     for stage in result.stages:

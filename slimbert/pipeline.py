@@ -7,12 +7,15 @@ content, the seed). Interrupted training resumes from the checkpoint in ``.work/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slimbert import distributed
 from slimbert.artifacts import (
     FORMAT_VERSION,
     Artifact,
@@ -126,6 +129,12 @@ class _Run:
             )
         return StageInput(ref, path, "hf-model", model_fingerprint(path))
 
+    def record(self, name: str, artifact: Artifact) -> None:
+        """Make a finished stage's model available as a later stage's input."""
+        if artifact.kind in MODEL_KINDS:
+            self.done[name] = StageInput(name, artifact.path, artifact.kind,
+                                         sha256_json(artifact.manifest.files))
+
     def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
         names = spec.config.artifacts
         if names is None:
@@ -157,71 +166,135 @@ def _input_fingerprint(entry: StageInput | BenchEntry) -> str:
     return sha256_json(art.manifest.files) if art is not None else model_fingerprint(entry.path)
 
 
+@dataclass
+class _Plan:
+    """What a stage reads, and the hash of all of it."""
+
+    input: StageInput | None
+    entries: list[BenchEntry]
+    parents: dict[str, str]
+    references: dict[str, StageInput]
+    inputs_hash: str
+
+
+def _plan(run: _Run, spec: StageSpec) -> _Plan:
+    stage = STAGES[spec.type]
+    stage_input = run.resolve_input(spec)
+    entries = run.bench_entries(spec) if spec.type == "bench" else []
+    parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
+        e.name: _input_fingerprint(e) for e in entries}
+    references = {ref: run.resolve_reference(spec, ref)
+                  for ref in (stage.references(spec.config) if stage.references else [])}
+    parents |= {ref: r.fingerprint for ref, r in references.items()}
+    inputs_hash = sha256_json({
+        "format": FORMAT_VERSION, "type": spec.type, "config": to_dict(spec.config),
+        "parents": parents, "data": run.data.fingerprint,
+        "max_length": run.recipe.dataset.max_length, "seed": run.recipe.seed,
+    })
+    return _Plan(stage_input, entries, parents, references, inputs_hash)
+
+
+def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> StageContext:
+    recipe = run.recipe
+    return StageContext(spec.name, spec.config, plan.input, run.data, recipe.dataset.max_length,
+                        recipe.seed, out, work, run.progress, plan.entries, recipe.name,
+                        {ref: r.path for ref, r in plan.references.items()})
+
+
+def _produce(run: _Run, spec: StageSpec, plan: _Plan, dest: Path, work: Path) -> Artifact:
+    """Run the stage into a temporary folder and rename it to ``dest`` (main process)."""
+    stage = STAGES[spec.type]
+    with artifact_writer(dest) as tmp:
+        metrics = stage.run(_context(run, spec, plan, tmp, work))
+        if stage.trains:
+            distributed.barrier()  # every process is done with the work folder
+        manifest = Manifest(
+            kind=stage.output_kind, stage=spec.name, stage_type=spec.type,
+            inputs_hash=plan.inputs_hash, config=to_dict(spec.config), parents=plan.parents,
+            metrics=metrics,
+            extra={"recipe": run.recipe.name, "seed": run.recipe.seed, "dataset": run.data.info,
+                   "input": str(plan.input.path) if plan.input else None,
+                   "base_model": run.recipe.model},
+        )
+        finish_artifact(tmp, manifest)
+    shutil.rmtree(work, ignore_errors=True)
+    return read_artifact(dest)
+
+
+def _train_alongside(run: _Run, spec: StageSpec, plan: _Plan, work: Path) -> None:
+    """Take part in a training stage (not the main process): its outputs go to scratch."""
+    work.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=work.parent, prefix=f".rank{distributed.rank()}-{spec.name}-"))
+    try:
+        STAGES[spec.type].run(_context(run, spec, plan, scratch, work))
+        distributed.barrier()  # the main one's, in _produce
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
                rerun: tuple[str, ...] = (), progress: bool = True) -> RunResult:
-    """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones."""
+    """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones.
+
+    Under a multi-process launch the result is the main process's; the others only lend
+    their devices to the training stages and return an empty one.
+    """
     out_dir = Path(out_dir)
     unknown = [n for n in rerun if n not in {s.name for s in recipe.stages}]
     if unknown:
         raise RecipeError(f"--rerun names unknown stage {unknown[0]!r}; stages: "
                           f"{', '.join(s.name for s in recipe.stages)}.")
-    run = _Run(recipe, out_dir, progress)
+    main = distributed.is_main()
+    run = _Run(recipe, out_dir, progress and main)
     result = RunResult(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
+    unread: list[str] = []  # other processes: stages the main one finishes, read when needed
     for spec in recipe.stages:
         stage = STAGES[spec.type]
-        stage_input = run.resolve_input(spec)
-        entries = run.bench_entries(spec) if spec.type == "bench" else []
-        parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
-            e.name: _input_fingerprint(e) for e in entries}
-        references = {ref: run.resolve_reference(spec, ref)
-                      for ref in (stage.references(spec.config) if stage.references else [])}
-        parents |= {ref: r.fingerprint for ref, r in references.items()}
-        inputs_hash = sha256_json({
-            "format": FORMAT_VERSION, "type": spec.type, "config": to_dict(spec.config),
-            "parents": parents, "data": run.data.fingerprint,
-            "max_length": recipe.dataset.max_length, "seed": recipe.seed,
-        })
+        if not main and not stage.trains:
+            unread.append(spec.name)
+            continue
         dest = out_dir / spec.name
-        existing = read_artifact(dest)
+        # a training stage: the main process resolves (and may fetch) its inputs first; the
+        # others go on once it has finished every stage before this one
+        with distributed.main_first() if stage.trains else contextlib.nullcontext():
+            for name in unread:
+                run.record(name, read_artifact(out_dir / name))
+            unread.clear()
+            plan = _plan(run, spec)
+            existing = read_artifact(dest)
+            reuse = bool(existing and existing.manifest.inputs_hash == plan.inputs_hash and not force
+                         and spec.name not in rerun
+                         and all((dest / f).is_file() for f in existing.manifest.files))
+        if stage.trains:
+            reuse = distributed.broadcast(reuse)  # one decision for all
+        work = out_dir / ".work" / f"{spec.name}-{plan.inputs_hash[:12]}"
         start = time.perf_counter()
-        if (existing and existing.manifest.inputs_hash == inputs_hash and not force
-                and spec.name not in rerun and all((dest / f).is_file() for f in existing.manifest.files)):
+        if not main:
+            if not reuse:
+                _train_alongside(run, spec, plan, work)
+            unread.append(spec.name)
+            continue
+        if reuse:
             log.info("stage %s: unchanged inputs, reusing %s", spec.name, dest)
             artifact, status = existing, "reused"
         else:
             log.info("stage %s (%s): running", spec.name, spec.type)
-            work = out_dir / ".work" / f"{spec.name}-{inputs_hash[:12]}"
-            with artifact_writer(dest) as tmp:
-                ctx = StageContext(spec.name, spec.config, stage_input, run.data,
-                                   recipe.dataset.max_length, recipe.seed, tmp, work,
-                                   progress, entries, recipe.name,
-                                   {ref: r.path for ref, r in references.items()})
-                metrics = stage.run(ctx)
-                manifest = Manifest(
-                    kind=stage.output_kind, stage=spec.name, stage_type=spec.type,
-                    inputs_hash=inputs_hash, config=to_dict(spec.config), parents=parents,
-                    metrics=metrics,
-                    extra={"recipe": recipe.name, "seed": recipe.seed, "dataset": run.data.info,
-                           "input": str(stage_input.path) if stage_input else None,
-                           "base_model": recipe.model},
-                )
-                finish_artifact(tmp, manifest)
-            shutil.rmtree(work, ignore_errors=True)
-            artifact, status = read_artifact(dest), "ran"
+            artifact, status = _produce(run, spec, plan, dest, work), "ran"
         seconds = time.perf_counter() - start
         result.stages.append(StageOutcome(spec.name, spec.type, status, seconds, artifact))
-        if artifact.kind in MODEL_KINDS:
-            run.done[spec.name] = StageInput(spec.name, dest, artifact.kind,
-                                             sha256_json(artifact.manifest.files))
+        run.record(spec.name, artifact)
         if artifact.kind == "report":
             for name in ("report.md", "report.json", "report.html"):  # the run's headline, at its top level
                 if (dest / name).is_file():
                     write_text_atomic(out_dir / name, (dest / name).read_text())
-    write_json_atomic(out_dir / "run.json", {
-        "recipe": recipe.name,
-        "stages": [{"name": s.name, "type": s.type, "status": s.status,
-                    "seconds": round(s.seconds, 1), "path": str(s.artifact.path)} for s in result.stages],
-    })
+    if main:
+        write_json_atomic(out_dir / "run.json", {
+            "recipe": recipe.name,
+            "stages": [{"name": s.name, "type": s.type, "status": s.status,
+                        "seconds": round(s.seconds, 1), "path": str(s.artifact.path)}
+                       for s in result.stages],
+        })
     return result

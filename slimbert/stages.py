@@ -68,6 +68,8 @@ class StageType:
     help: str
     # names of further inputs the config refers to (earlier stages or model folders)
     references: Callable[[Any], list[str]] | None = None
+    # runs on every process of a multi-process launch (DDP); other stages run on the main one
+    trains: bool = False
 
 
 def _validation_split(ctx: StageContext, n: int = 512):
@@ -141,12 +143,12 @@ STAGES: dict[str, StageType] = {
     s.name: s
     for s in (
         StageType("finetune", FinetuneConfig, "hf-model", "hf-model", _run_finetune,
-                  "fine-tune a pretrained encoder into a classifier (the teacher)"),
+                  "fine-tune a pretrained encoder into a classifier (the teacher)", trains=True),
         StageType("distill", DistillConfig, "hf-model", "hf-model", _run_distill,
-                  "distil the input classifier into a shallower student"),
+                  "distil the input classifier into a shallower student", trains=True),
         StageType("prune", PruneConfig, "hf-model", "hf-model", _run_prune,
                   "prune vocabulary, heads/FFN neurons or weights, then recover by distillation",
-                  references=_prune_references),
+                  references=_prune_references, trains=True),
         StageType("export-onnx", OnnxExportConfig, "hf-model", "onnx", _run_export_onnx,
                   "export to ONNX, fuse for ONNX Runtime, validate against PyTorch"),
         StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
@@ -154,7 +156,7 @@ STAGES: dict[str, StageType] = {
                   "optionally keep sensitive nodes in fp32 to meet an accuracy tolerance"),
         StageType("qat", QatConfig, "hf-model", "onnx", _run_qat,
                   "quantization-aware training (INT8 fake quantization, distilled from the input "
-                  "model), exported as a Q/DQ ONNX graph for ONNX Runtime and TensorRT"),
+                  "model), exported as a Q/DQ ONNX graph for ONNX Runtime and TensorRT", trains=True),
         StageType("export-ort-mobile", OrtMobileConfig, "onnx", "ort-mobile", _run_export_ort_mobile,
                   "convert ONNX to ORT format for mobile builds, with the reduced-build op list"),
         StageType("export-executorch", ExecutorchConfig, "hf-model", "executorch", _run_export_executorch,

@@ -7,7 +7,11 @@ quantizers), and CSV files whose labels a model can learn in a few steps.
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +55,9 @@ def _isolated_env(tmp_path, tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    # training on CPU is bitwise reproducible (CUDA's embedding backward is not): the resume
+    # and seed tests hold on GPU machines too; `-m gpu` tests lift this to train on CUDA
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
     torch.set_num_threads(2)
 
 
@@ -110,3 +117,19 @@ def tiny_recipe(model: Path, csv: Path, stages: list[dict], **dataset) -> dict:
         "dataset": {"source": str(csv), "max_length": 32, **dataset},
         "stages": stages,
     }
+
+
+def launch(nproc: int, args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
+    """``torchrun`` ``nproc`` CPU processes (gloo over loopback) of ``python ARGS`` in the repo."""
+    repo = Path(__file__).resolve().parents[1]
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]),
+           "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # no network needed
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+           "--master_addr", "127.0.0.1", "--master_port", str(port), *args]
+    return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)

@@ -6,7 +6,7 @@ import pytest
 
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
-from tests.conftest import tiny_recipe
+from tests.conftest import launch, tiny_recipe
 
 FAST_TRAIN = {"lr": 1e-3, "batch_size": 16, "patience": 0}
 BENCH = {"type": "bench", "batch_sizes": [1, 4], "seq_len": 16, "min_iters": 2, "budget_s": 0.05,
@@ -129,3 +129,32 @@ def test_training_killed_mid_stage_resumes_from_its_checkpoint(tiny_encoder, sen
     result = run_recipe(recipe, tmp_path, progress=False)
     assert result.artifact("teacher").manifest.metrics["resumed_from_step"] == 15
     assert not list((tmp_path / ".work").glob("teacher-*"))  # scratch space removed once done
+
+
+def test_recipe_under_two_processes_trains_together_and_writes_once(tiny_encoder, sentiment_csv, tmp_path):
+    """torchrun -m slimbert run: training stages on both processes, the export on the main one."""
+    import math
+
+    import yaml
+
+    from slimbert.artifacts import read_artifact
+    from slimbert.data import DatasetConfig, load_dataset
+
+    stages = [{"type": "finetune", "name": "teacher", "epochs": 1, **FAST_TRAIN},
+              {"type": "export-onnx", "name": "teacher-onnx", "input": "teacher"},
+              {"type": "distill", "name": "student", "input": "teacher", "epochs": 1, **FAST_TRAIN}]
+    recipe, out = tmp_path / "recipe.yaml", tmp_path / "run"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(tiny_encoder, sentiment_csv, stages)))
+    proc = launch(2, ["-m", "slimbert", "-q", "run", str(recipe), "--out", str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("run folder:") == 1  # the main process reports
+    run = json.loads((out / "run.json").read_text())
+    assert [s["status"] for s in run["stages"]] == ["ran"] * 3
+    train_size = len(load_dataset(DatasetConfig(source=str(sentiment_csv))).splits["train"])
+    for name in ("teacher", "teacher-onnx", "student"):
+        assert read_artifact(out / name).verify() == []
+    for name in ("teacher", "student"):  # global batches of 16: as many steps as one process takes
+        metrics = read_artifact(out / name).manifest.metrics
+        assert metrics["processes"] == 2 and metrics["steps"] == math.ceil(train_size / 16)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert not list((out / ".work").iterdir())  # checkpoints and the other process's scratch are gone

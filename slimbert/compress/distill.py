@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimbert import distributed
 from slimbert.compress.augment import AugmentConfig, augment_by_masked_lm, augment_by_neighbours
 from slimbert.compress.kd_losses import attention_kl_loss, hidden_state_loss, kd_loss
 from slimbert.compress.student import (
@@ -95,15 +96,22 @@ class DistillConfig(KDConfig):
 
 
 def cached_teacher_logits(teacher, enc: EncodedSplit, work_dir: Path, progress: bool) -> np.ndarray:
+    """The teacher's logits on ``enc``, computed once per stage and kept in ``work_dir``.
+
+    Under a multi-process launch every process computes them (no process idles) and only
+    the main one writes the file.
+    """
     path = work_dir / "teacher_logits.npy"
     if path.is_file():
         logits = np.load(path)
         if len(logits) == len(enc):
             return logits
-    logits = predict_logits(teacher, enc, desc="teacher logits", progress=progress)
-    tmp = work_dir / ".teacher_logits.tmp.npy"
-    np.save(tmp, logits)
-    os.replace(tmp, path)
+    main = distributed.is_main()
+    logits = predict_logits(teacher, enc, desc="teacher logits", progress=progress and main)
+    if main:
+        tmp = work_dir / ".teacher_logits.tmp.npy"
+        np.save(tmp, logits)
+        os.replace(tmp, path)
     return logits
 
 
@@ -304,17 +312,20 @@ def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int
         want_hidden, want_attn = cfg.alpha_hidden > 0, cfg.alpha_attention > 0
         out = model(**batch, output_hidden_states=want_hidden,
                     **({"output_attentions": True} if want_attn else {}))
-        loss = torch.zeros((), dtype=out.logits.dtype)
+        device = out.logits.device
+        loss = torch.zeros((), dtype=out.logits.dtype, device=device)
         if cfg.alpha_kd:
-            loss = loss + cfg.alpha_kd * kd_loss(out.logits, teacher_logits[index], cfg.temperature)
+            loss = loss + cfg.alpha_kd * kd_loss(out.logits, teacher_logits[index].to(device),
+                                                 cfg.temperature)
         if cfg.alpha_ce:
-            y = label_tensor(labels, index)
+            y = label_tensor(labels, index).to(device)
             real = y >= 0
             if real.any():
                 loss = loss + cfg.alpha_ce * F.cross_entropy(out.logits[real], y[real])
         if intermediate:
-            with torch.no_grad():
-                t_out = teacher(**batch, output_hidden_states=want_hidden, output_attentions=want_attn)
+            with torch.no_grad():  # the teacher joins the student on the training device
+                t_out = teacher.to(device)(**batch, output_hidden_states=want_hidden,
+                                           output_attentions=want_attn)
             mask = batch["attention_mask"]
             if want_hidden:
                 loss = loss + cfg.alpha_hidden * hidden_state_loss(

@@ -38,7 +38,8 @@ def finetune(
     labels = enc["train"].labels
 
     def loss_fn(m, batch, index):
-        return F.cross_entropy(m(**batch).logits, label_tensor(labels, index))
+        logits = m(**batch).logits
+        return F.cross_entropy(logits, label_tensor(labels, index).to(logits.device))
 
     result = train(model, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn,
                    work_dir, seed, desc="finetune", progress=progress)

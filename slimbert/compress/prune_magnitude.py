@@ -105,6 +105,8 @@ class MaskHolder:
     @torch.no_grad()
     def _apply(self) -> None:
         for name, w in self.weights.items():
+            if self.masks[name].device != w.device:  # the trainer moved the model (e.g. to a GPU)
+                self.masks[name] = self.masks[name].to(w.device)
             w.mul_(self.masks[name])
 
     def _before_forward(self, module, args) -> None:

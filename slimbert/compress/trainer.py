@@ -3,6 +3,12 @@
 What the two share is everything but the loss: AdamW with warmup + linear decay,
 length-bucketed batches, dev evaluation with early stopping, and checkpoints that let a
 killed run resume where it stopped (same batches, same dropout RNG, same result).
+
+The loop runs through Hugging Face Accelerate, so the same recipe trains in one plain
+process or under ``accelerate launch`` / ``torchrun`` (DDP, one process per GPU or gloo on
+CPU), in fp32 or bf16/fp16 mixed precision. Every process builds the same global batches
+(they are a pure function of seed and epoch) and trains on its own rows of each, so
+``batch_size`` is the global batch on 1 or N processes and a step means the same thing.
 """
 
 from __future__ import annotations
@@ -14,21 +20,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from slimbert import distributed
 from slimbert.data import EncodedSplit, classification_metrics, collate
 from slimbert.data.tokenize import training_batches
+from slimbert.errors import RecipeError
 from slimbert.progress import progress_bar
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
-# loss_fn(model, batch tensors, example indices) -> scalar loss
+# loss_fn(model, batch tensors on the training device, example indices) -> scalar loss
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor], np.ndarray], torch.Tensor]
 
 
@@ -47,6 +59,7 @@ class TrainConfig:
     evals_per_epoch: int = 1
     checkpoint_every: int = 100  # optimiser steps between resumable checkpoints
     length_pool: int = 50  # batches per length-sorted pool (less padding); 1 = random batches
+    mixed_precision: str = "no"  # "bf16" (GPU or CPU) or "fp16" (GPU, with loss scaling)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -61,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"metric must be accuracy, macro_f1 or mcc, got {self.metric!r}")
         if self.evals_per_epoch < 1 or self.checkpoint_every < 1 or self.length_pool < 1:
             raise ValueError("evals_per_epoch, checkpoint_every and length_pool must be >= 1")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
+                             f"got {self.mixed_precision!r}")
 
 
 @dataclass
@@ -71,12 +87,13 @@ class TrainResult:
     stopped_early: bool = False
     resumed_from_step: int = 0
     seconds: float = 0.0  # wall time of this process's share of the training
+    processes: int = 1  # how many trained together (a multi-process launch)
 
     def metrics(self) -> dict[str, Any]:
         """What every training stage records in its manifest."""
         return {"dev": self.best_dev, "train_seconds": round(self.seconds, 1), "steps": self.steps,
-                "stopped_early": self.stopped_early, "resumed_from_step": self.resumed_from_step,
-                "history": self.history}
+                "processes": self.processes, "stopped_early": self.stopped_early,
+                "resumed_from_step": self.resumed_from_step, "history": self.history}
 
 
 def label_tensor(labels: np.ndarray, index: np.ndarray) -> torch.Tensor:
@@ -123,6 +140,71 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return factor
 
 
+def make_accelerator(mixed_precision: str) -> Accelerator:
+    """An Accelerator for one ``train`` call, on this launch's device, at ``mixed_precision``.
+
+    accelerate keeps its settings in process-wide singletons that refuse a second precision,
+    while a pipeline trains several stages in one process, each with its own config. So the
+    settings are reset on every call; the process state (device, process group) is reset too
+    in a plain process, where there is no group to lose, so the device follows the
+    environment of each call (``ACCELERATE_USE_CPU``).
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=not distributed.launched())
+    if mixed_precision == "fp16" and distributed.state().device.type == "cpu":
+        raise RecipeError("mixed_precision: fp16 needs a CUDA GPU and this run trains on CPU, "
+                          "where accelerate would quietly train in fp32 instead.",
+                          hint="use mixed_precision: bf16 on CPU, or 'no'.")
+    return Accelerator(cpu=distributed.use_cpu(), mixed_precision=mixed_precision)
+
+
+def shard(index: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, float]:
+    """This process's rows of a global batch, and the weight of its loss.
+
+    DDP averages the processes' gradients. Weighting each process's mean loss by
+    ``world * rows / batch`` makes that average the gradient of the whole batch's mean loss,
+    as one process computes it, also when the rows do not split evenly. A process left
+    without rows (a last batch smaller than the world) runs one row at weight 0, because
+    DDP needs every process in every backward pass.
+    """
+    if world == 1:
+        return index, 1.0
+    mine = index[rank::world]
+    if len(mine) == 0:
+        return index[:1], 0.0
+    return mine, world * len(mine) / len(index)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore_rng(saved: list[dict[str, torch.Tensor]] | torch.Tensor, rank: int,
+                 device: torch.device) -> None:
+    """Put back this process's dropout RNG from a checkpoint (one state per process)."""
+    if isinstance(saved, torch.Tensor):  # a checkpoint written before per-process states
+        saved = [{"cpu": saved}]
+    if rank >= len(saved):
+        log.warning("the checkpoint was written by %d processes; process %d resumes with a "
+                    "fresh dropout RNG", len(saved), rank)
+        return
+    torch.set_rng_state(saved[rank]["cpu"])
+    if "cuda" in saved[rank] and device.type == "cuda":
+        torch.cuda.set_rng_state(saved[rank]["cuda"], device)
+
+
+def _average_grads(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
+    """DDP averages the model's gradients; parameters outside the model are averaged here."""
+    for p in params:
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        p.grad = accelerator.reduce(grad, reduction="mean")
+
+
 def train(
     model: torch.nn.Module,
     train_enc: EncodedSplit,
@@ -142,11 +224,26 @@ def train(
     ``work_dir`` holds the checkpoint; if one is there the run resumes from it. Evaluations
     before ``select_from_step`` are recorded but cannot become the best weights (gradual
     pruning: a checkpoint from before the target sparsity is not a valid result).
+
+    Training runs on the accelerator's device (a CUDA GPU when there is one and CPU is not
+    forced); ``model`` and ``extra_params`` come back unwrapped, on the device they came
+    on. ``loss_fn`` gets the batch on that device and must put its own tensors there too.
+    Under a multi-process launch it gets the DDP-wrapped model and this process's rows of
+    each batch; only the main process writes to ``work_dir``, and every process evaluates
+    on dev but follows the main one's verdict, so all stop at the same step.
     """
     start = time.perf_counter()
+    accelerator = make_accelerator(cfg.mixed_precision)
+    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
     work_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad] + list(extra_params or [])
+    torch.manual_seed(seed + rank)  # a dropout stream per process; process 0's is the plain run's
+    home = next(model.parameters()).device
+    extra = list(extra_params or [])
+    extra_home = [p.device for p in extra]
+    for p in extra:
+        p.data = p.data.to(device)
+    params = [p for p in model.parameters() if p.requires_grad] + extra
     no_decay = {id(p) for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n}
     optimizer = torch.optim.AdamW(
         [
@@ -158,9 +255,17 @@ def train(
     lengths = train_enc.lengths
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
+    # not accelerator.prepare(d): a prepared scheduler steps once per process per step
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(int(cfg.warmup_ratio * total_steps), total_steps)
     )
+    # Under a launch the model is wrapped in DDP. Every parameter of a sequence classifier
+    # takes part in each forward, so DDP runs without find_unused_parameters (its cost is a
+    # graph walk per step); a model with an unused one fails loudly at the second step.
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    # prepare() also wraps the model's forward in autocast; the loss_fn is autocast below
+    # instead, so that dev evaluation (on the bare model) runs in fp32, as the exports do.
+    model = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
     eval_points = {
         min(steps_per_epoch, round(steps_per_epoch * (k + 1) / cfg.evals_per_epoch))
         for k in range(cfg.evals_per_epoch)
@@ -170,45 +275,61 @@ def train(
                              "best": None, "bad_evals": 0, "history": [], "stopped_early": False}
     ckpt_path, best_path = work_dir / CHECKPOINT, work_dir / BEST
     resumed_from = 0
-    if ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, weights_only=True)
+    if ckpt_path.is_file():  # every process resumes from the same file
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"])
+        _restore_rng(ckpt["rng"], rank, device)
+        if accelerator.scaler is not None and "scaler" in ckpt:
+            accelerator.scaler.load_state_dict(ckpt["scaler"])
         state = ckpt["state"]
         resumed_from = state["global_step"]
-        log.info("%s: resuming from step %d (epoch %d)", desc, resumed_from, state["epoch"] + 1)
+        if main:
+            log.info("%s: resuming from step %d (epoch %d)", desc, resumed_from,
+                     state["epoch"] + 1)
 
     def checkpoint() -> None:
-        _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                      "state": state}, ckpt_path)
+        rng = distributed.gather(_rng_state(device))  # every process's, for an exact resume
+        if main:
+            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng, "state": state}
+            if accelerator.scaler is not None:
+                ckpt["scaler"] = accelerator.scaler.state_dict()
+            _save_atomic(ckpt, ckpt_path)
 
     patience_evals = cfg.patience * cfg.evals_per_epoch
-    bar = progress_bar(enabled=progress, total=total_steps, initial=state["global_step"], desc=desc)
-    model.train()
+    bar = progress_bar(enabled=progress and main, total=total_steps, initial=state["global_step"],
+                       desc=desc)
+    wrapped.train()
     while state["epoch"] < cfg.epochs:
         batches = training_batches(lengths, cfg.batch_size, seed, state["epoch"], cfg.length_pool)
         for step in range(state["step_in_epoch"], len(batches)):
-            index = batches[step]
-            batch = to_tensors(collate(train_enc, index))
-            loss = loss_fn(model, batch, index)
-            loss.backward()
+            index, weight = shard(batches[step], rank, world)
+            batch = {k: v.to(device) for k, v in to_tensors(collate(train_enc, index)).items()}
+            with accelerator.autocast():
+                loss = loss_fn(wrapped, batch, index)
+            if weight != 1.0:
+                loss = loss * weight
+            accelerator.backward(loss)
+            if world > 1:
+                _average_grads(extra, accelerator)
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+            # the whole batch's mean loss (the weights above make the processes' mean equal it)
+            loss_value = accelerator.reduce(loss.detach(), "mean").item() if world > 1 else loss.item()
             state["step_in_epoch"] = step + 1
             state["global_step"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
 
             if step + 1 in eval_points:
-                metrics = evaluate(model, dev_enc, num_labels)
+                metrics = distributed.broadcast(evaluate(model, dev_enc, num_labels))
                 record = {"epoch": state["epoch"] + 1, "step": state["global_step"],
-                          "loss": float(loss.item()), **{f"dev_{k}": v for k, v in metrics.items()}}
+                          "loss": float(loss_value), **{f"dev_{k}": v for k, v in metrics.items()}}
                 state["history"].append(record)
                 score = metrics[cfg.metric]
                 if state["global_step"] < select_from_step:
@@ -216,13 +337,15 @@ def train(
                 elif state["best"] is None or score > state["best"][cfg.metric]:
                     state["best"] = metrics
                     state["bad_evals"] = 0
-                    _save_atomic(model.state_dict(), best_path)
+                    if main:
+                        _save_atomic(model.state_dict(), best_path)
                 else:
                     state["bad_evals"] += 1
                 best = state["best"][cfg.metric] if state["best"] else float("nan")
-                bar.set_postfix(loss=f"{loss.item():.4f}", dev=f"{score:.4f}", best=f"{best:.4f}")
-                log.info("%s step %d: dev %s %.4f (best %.4f)", desc, state["global_step"],
-                         cfg.metric, score, best)
+                bar.set_postfix(loss=f"{loss_value:.4f}", dev=f"{score:.4f}", best=f"{best:.4f}")
+                if main:
+                    log.info("%s step %d: dev %s %.4f (best %.4f)", desc, state["global_step"],
+                             cfg.metric, score, best)
                 if patience_evals and state["bad_evals"] >= patience_evals:
                     state["stopped_early"] = True
                     state["epoch"] = cfg.epochs  # the checkpoint must say "finished"
@@ -236,8 +359,16 @@ def train(
             checkpoint()
     bar.close()
 
-    model.load_state_dict(torch.load(best_path, weights_only=True))
+    accelerator.wait_for_everyone()  # the main process has written best.pt
+    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    accelerator.wait_for_everyone()  # and no process leaves while another still reads work_dir
+    del wrapped
+    accelerator.free_memory()  # drops the DDP wrapper and its gradient hooks
+    model.to(home)
+    for p, where in zip(extra, extra_home, strict=True):
+        p.data = p.data.to(where)
     model.eval()
     return TrainResult(best_dev=state["best"], history=state["history"],
                        steps=state["global_step"], stopped_early=state["stopped_early"],
-                       resumed_from_step=resumed_from, seconds=time.perf_counter() - start)
+                       resumed_from_step=resumed_from, seconds=time.perf_counter() - start,
+                       processes=world)
