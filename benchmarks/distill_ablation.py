@@ -8,6 +8,8 @@ recipe.json), and distils one student per (depth, variant) through the engine, a
 same initialisation (the teacher's layers: 0,2,4 / 0,3 / 0):
 - ``ce``: hard labels only;
 - ``kd``: + soft targets (T=2, 0.7 KD + 0.3 CE), the default recipe's loss;
+- ``kd-plain``: the same loss in the stack notes' reference setting (random batches, lr 5e-5,
+  4 epochs), to tell the loss from the schedule;
 - ``inter``: + hidden-state cosine and MiniLM attention KL (uniform layer map);
 - ``aug``: + TinyBERT augmentation (embedding-neighbour word replacement, 2 copies per
   sentence, labelled by the teacher).
@@ -34,6 +36,10 @@ VARIANTS = {
     "kd": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0},
     "inter": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
               "alpha_hidden": 1.0, "alpha_attention": 1.0},
+    # the stack notes' reference setting for logit KD: random (not length-grouped) batches,
+    # lr 5e-5, 4 epochs; the best of the 4 epoch-end checkpoints on dev
+    "kd-plain": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0, "length_pool": 1,
+                 "lr": 5e-5, "epochs": 4, "evals_per_epoch": 1, "patience": 0},
     # three times the examples per epoch: half the epochs, evaluated as often per example
     "aug": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
             "alpha_hidden": 1.0, "alpha_attention": 1.0,
@@ -78,7 +84,21 @@ def main() -> None:
             write_json_atomic(args.results, {"teacher": str(args.run / "teacher"), "rows": rows})
             print(f"{depth}L {variant}: test {m['test']['accuracy']:.4f} "
                   f"(retention {m['retention']:.4f})", flush=True)
+    print(markdown_table(rows))
     print(f"wrote {args.results}")
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Test accuracy (retention) per depth and variant, as in README.md."""
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    lines = ["| student | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    for depth in sorted({r["depth"] for r in rows}, reverse=True):
+        cells = []
+        for variant in variants:
+            row = next((r for r in rows if (r["depth"], r["variant"]) == (depth, variant)), None)
+            cells.append(f"{row['test_accuracy']:.2%} ({row['retention']:.1%})" if row else "")
+        lines.append(f"| {depth} layers ({', '.join(map(str, LAYERS[depth]))}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
