@@ -97,7 +97,8 @@ def markdown_table(rows: list[dict]) -> str:
         for variant in variants:
             row = next((r for r in rows if (r["depth"], r["variant"]) == (depth, variant)), None)
             cells.append(f"{row['test_accuracy']:.2%} ({row['retention']:.1%})" if row else "")
-        lines.append(f"| {depth} layers ({', '.join(map(str, LAYERS[depth]))}) | " + " | ".join(cells) + " |")
+        label = f"{depth} layer{'s' if depth > 1 else ''} ({', '.join(map(str, LAYERS[depth]))})"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
