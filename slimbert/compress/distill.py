@@ -46,9 +46,6 @@ from slimbert.models import has_classification_head, load_classifier, load_token
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillConfig", "KDConfig", "check_kd_settings", "distill", "distill_into", "kd_loss"]
-
-
 @dataclass
 class KDConfig(TrainConfig):
     """The loss mix of every stage that trains through ``distill_into``."""
@@ -62,17 +59,13 @@ class KDConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_kd_settings(self)
-
-
-def check_kd_settings(cfg: KDConfig) -> None:
-    if cfg.temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
-    weights = {"alpha_kd": cfg.alpha_kd, "alpha_ce": cfg.alpha_ce, "alpha_hidden": cfg.alpha_hidden,
-               "alpha_attention": cfg.alpha_attention}
-    if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        listed = ", ".join(f"{k}={v}" for k, v in weights.items())
-        raise ValueError(f"loss weights {listed} must be >= 0 and not all 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        weights = {"alpha_kd": self.alpha_kd, "alpha_ce": self.alpha_ce,
+                   "alpha_hidden": self.alpha_hidden, "alpha_attention": self.alpha_attention}
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            listed = ", ".join(f"{k}={v}" for k, v in weights.items())
+            raise ValueError(f"loss weights {listed} must be >= 0 and not all 0")
 
 
 @dataclass

@@ -198,13 +198,6 @@ def _restore_rng(saved: list[dict[str, torch.Tensor]] | torch.Tensor, rank: int,
         torch.cuda.set_rng_state(saved[rank]["cuda"], device)
 
 
-def _average_grads(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
-    """DDP averages the model's gradients; parameters outside the model are averaged here."""
-    for p in params:
-        grad = p.grad if p.grad is not None else torch.zeros_like(p)
-        p.grad = accelerator.reduce(grad, reduction="mean")
-
-
 def train(
     model: torch.nn.Module,
     train_enc: EncodedSplit,
@@ -216,7 +209,6 @@ def train(
     seed: int,
     desc: str = "train",
     progress: bool = True,
-    extra_params: list[torch.nn.Parameter] | None = None,
     select_from_step: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the best-on-dev weights.
@@ -225,9 +217,11 @@ def train(
     before ``select_from_step`` are recorded but cannot become the best weights (gradual
     pruning: a checkpoint from before the target sparsity is not a valid result).
 
-    Training runs on the accelerator's device (a CUDA GPU when there is one and CPU is not
-    forced); ``model`` and ``extra_params`` come back unwrapped, on the device they came
-    on. ``loss_fn`` gets the batch on that device and must put its own tensors there too.
+    Everything that learns must be a submodule of ``model`` (wrap the model, as
+    distill.ProjectedStudent does): that is what checkpoints, resumes, keeps the best
+    weights and synchronises across processes. Training runs on the accelerator's device (a
+    CUDA GPU when there is one and CPU is not forced); ``model`` comes back unwrapped, on the
+    device it came on. ``loss_fn`` gets the batch on that device and must put its own tensors there too.
     Under a multi-process launch it gets the DDP-wrapped model and this process's rows of
     each batch; only the main process writes to ``work_dir``, and every process evaluates
     on dev but follows the main one's verdict, so all stop at the same step.
@@ -239,11 +233,7 @@ def train(
     work_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed + rank)  # a dropout stream per process; process 0's is the plain run's
     home = next(model.parameters()).device
-    extra = list(extra_params or [])
-    extra_home = [p.device for p in extra]
-    for p in extra:
-        p.data = p.data.to(device)
-    params = [p for p in model.parameters() if p.requires_grad] + extra
+    params = [p for p in model.parameters() if p.requires_grad]
     no_decay = {id(p) for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n}
     optimizer = torch.optim.AdamW(
         [
@@ -312,8 +302,6 @@ def train(
             if weight != 1.0:
                 loss = loss * weight
             accelerator.backward(loss)
-            if world > 1:
-                _average_grads(extra, accelerator)
             if cfg.max_grad_norm > 0:
                 accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
@@ -365,8 +353,6 @@ def train(
     del wrapped
     accelerator.free_memory()  # drops the DDP wrapper and its gradient hooks
     model.to(home)
-    for p, where in zip(extra, extra_home, strict=True):
-        p.data = p.data.to(where)
     model.eval()
     return TrainResult(best_dev=state["best"], history=state["history"],
                        steps=state["global_step"], stopped_early=state["stopped_early"],

@@ -3,8 +3,9 @@
 ``torchrun`` starts it once per process (``python -m tests.compress.ddp_worker MODEL CSV OUT``);
 the tests also call ``run`` in-process for the one-process reference. The run exercises what
 a multi-process launch has to get right: a loss that asks for hidden states (through DDP), a
-learned parameter outside the model (``extra_params``), dev evaluations, checkpoints and
-the best-weights file, and a second ``train()`` on the same work folder (resume).
+learned parameter outside the transformers model (in a wrapper, as a distillation
+projection is), dev evaluations, checkpoints and the best-weights file, and a second
+``train()`` on the same work folder (resume).
 """
 
 from __future__ import annotations
@@ -27,6 +28,20 @@ TRAIN_EXAMPLES = 47
 STEPS = 6
 
 
+class ScaledLogits(torch.nn.Module):
+    """The classifier plus one learned logit scale that is not part of it."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, **inputs):
+        out = self.model(**inputs)
+        out.logits = out.logits * self.scale
+        return out
+
+
 def run(model_dir: Path, csv: Path, work: Path,
         mixed_precision: str = "no") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Train the tiny classifier; its final weights (+ ``extra.scale``) and a summary."""
@@ -37,17 +52,17 @@ def run(model_dir: Path, csv: Path, work: Path,
     labels = train_enc.labels
     seen: dict[str, Any] = {}
 
-    def fresh() -> tuple[torch.nn.Module, torch.nn.Parameter]:
+    def fresh() -> ScaledLogits:
         torch.manual_seed(0)
-        return load_classifier(model_dir, data.label_names), torch.nn.Parameter(torch.ones(()))
+        return ScaledLogits(load_classifier(model_dir, data.label_names))
 
-    model, scale = fresh()
+    model = fresh()
 
     def loss_fn(m, batch, index):
         seen["model"] = type(m).__name__
         seen["rows"] = max(seen.get("rows", 0), len(index))
         out = m(**batch, output_hidden_states=True)
-        logits = out.logits * scale
+        logits = out.logits
         ce = F.cross_entropy(logits, label_tensor(labels, index).to(logits.device))
         return ce + 1e-2 * out.hidden_states[-1][:, 0].pow(2).mean()  # [CLS]: a per-example mean
 
@@ -55,13 +70,14 @@ def run(model_dir: Path, csv: Path, work: Path,
     cfg = TrainConfig(epochs=1, lr=1e-3, batch_size=8, patience=0, evals_per_epoch=2,
                       checkpoint_every=2, mixed_precision=mixed_precision)
     result = train(model, train_enc, enc["dev"], 2, cfg, loss_fn, work, seed=0, progress=False,
-                   extra_params=[scale], select_from_step=STEPS)
-    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    weights["extra.scale"] = scale.detach().clone()
+                   select_from_step=STEPS)
+    weights = {k: v.detach().clone() for k, v in model.model.state_dict().items()}
+    weights["extra.scale"] = model.scale.detach().clone()
 
-    again, again_scale = fresh()  # a new process would resume from the finished checkpoint
+    again = fresh()  # a new process would resume from the finished checkpoint
     resumed = train(again, train_enc, enc["dev"], 2, cfg, loss_fn, work, seed=0, progress=False,
-                    extra_params=[again_scale], select_from_step=STEPS)
+                    select_from_step=STEPS)
+    again_weights = {**again.model.state_dict(), "extra.scale": again.scale}
     summary = {
         "model_seen_by_loss": seen["model"],
         "rows_per_process": seen["rows"],
@@ -71,8 +87,7 @@ def run(model_dir: Path, csv: Path, work: Path,
         "device": str(next(model.parameters()).device),
         "dtype": str(next(model.parameters()).dtype),
         "resumed_from_step": resumed.resumed_from_step,
-        "resume_is_identical": all(torch.equal(v, again.state_dict()[k]) for k, v in weights.items()
-                                   if k != "extra.scale"),
+        "resume_is_identical": all(torch.equal(v, again_weights[k]) for k, v in weights.items()),
     }
     return weights, summary
 
