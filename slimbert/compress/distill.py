@@ -207,7 +207,8 @@ def distill(
     enc = {name: encode_split(tokenizer, split, max_length) for name, split in data.splits.items()}
     n_original = len(enc["train"])
     if cfg.augment is not None:
-        enc["train"] = _augment(enc["train"], cfg.augment, teacher, tokenizer, seed, progress)
+        enc["train"] = _augment(enc["train"], cfg.augment, teacher, teacher_dir, tokenizer, seed,
+                                progress)
     if cfg.alpha_attention:
         _disable_attention_dropout(trainee)
     # hidden_states[0] is the embedding output; layer i's output is index i + 1
@@ -257,15 +258,15 @@ def _with_projection(student, teacher, cfg: KDConfig) -> nn.Module:
     return ProjectedStudent(student, t_width)
 
 
-def _augment(train_enc: EncodedSplit, cfg: AugmentConfig, teacher, tokenizer, seed: int,
-             progress: bool) -> EncodedSplit:
+def _augment(train_enc: EncodedSplit, cfg: AugmentConfig, teacher, teacher_dir: Path, tokenizer,
+             seed: int, progress: bool) -> EncodedSplit:
     if cfg.method == "embedding-neighbours":
         embeddings = teacher.get_input_embeddings().weight
         return augment_by_neighbours(train_enc, embeddings, tokenizer, cfg, seed, progress=progress)
     from transformers import AutoModelForMaskedLM
 
     source = resolve_model(cfg.mlm_model)
-    _check_vocabulary(tokenizer, load_tokenizer(source), cfg.mlm_model, Path("(teacher)"))
+    _check_vocabulary(tokenizer, load_tokenizer(source), cfg.mlm_model, teacher_dir)
     try:
         mlm = AutoModelForMaskedLM.from_pretrained(source)
     except Exception as exc:
