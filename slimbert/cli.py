@@ -15,12 +15,15 @@ from slimbert.errors import SlimbertError
 
 log = logging.getLogger("slimbert")
 
+
 def _setup_logging(verbosity: int) -> None:
     """slimbert's own loggers at INFO (-v: DEBUG); libraries only say errors unless -vv."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=logging.DEBUG if verbosity > 1 else logging.ERROR,
                         format="%(levelname).1s %(name)s: %(message)s", stream=sys.stderr, force=True)
     log.setLevel(level)
+    if verbosity < 2:  # torch's own handler prints torchao's import-time deprecation notices
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from slimbert import distributed
 
