@@ -5,7 +5,8 @@
 
 Starts from a finished default run (its teacher and 3-layer student, and its dataset
 settings from recipe.json) and runs one recipe through the engine:
-(a) vocab pruning of the student; (b) structured pruning (25% heads, 40% FFN neurons rounded
+(a) vocab pruning of the student (tokens of the train and dev texts; also with tokens seen
+fewer than 2 or 3 times dropped, to show what a smaller file costs); (b) structured pruning (25% heads, 40% FFN neurons rounded
 to keep 896, Taylor scores) + recovery distillation from the teacher; (a) applied to (b) as
 an extra row. The unpruned student and the pruned models are exported with slimbert's ONNX
 exporter and benchmarked on ort-cpu (test accuracy, latency at batch 1, seq 128). Latency
@@ -30,7 +31,11 @@ from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 
 RESULTS = Path(__file__).parent / "results" / "prune_acceptance.json"
-ROWS = ("student-onnx", "student-vocab-onnx", "student-pruned-onnx", "student-pruned-vocab-onnx")
+# vocabulary pruning that also drops tokens seen fewer than k times in train + dev: the
+# price in accuracy of a smaller file than the corpus's own vocabulary gives
+MIN_COUNTS = (2, 3)
+ROWS = ("student-onnx", "student-vocab-onnx", "student-pruned-onnx", "student-pruned-vocab-onnx",
+        *(f"student-vocab-min{k}-onnx" for k in MIN_COUNTS))
 
 
 def build_recipe(run: Path, epochs: int, limit: int | None = None) -> dict:
@@ -52,6 +57,10 @@ def build_recipe(run: Path, epochs: int, limit: int | None = None) -> dict:
             {"type": "export-onnx", "name": "student-vocab-onnx", "input": "student-vocab"},
             {"type": "export-onnx", "name": "student-pruned-onnx", "input": "student-pruned"},
             {"type": "export-onnx", "name": "student-pruned-vocab-onnx", "input": "student-pruned-vocab"},
+            *({"type": "prune", "name": f"student-vocab-min{k}", "input": "model", "method": "vocab",
+               "vocab_min_count": k} for k in MIN_COUNTS),
+            *({"type": "export-onnx", "name": f"student-vocab-min{k}-onnx", "input": f"student-vocab-min{k}"}
+              for k in MIN_COUNTS),
             {"type": "bench", "name": "bench", "artifacts": list(ROWS), "targets": ["ort-cpu"],
              "reference": "student-onnx", "batch_sizes": [1], "seq_len": 128, "budget_s": 5.0,
              "max_iters": 2000},
@@ -104,8 +113,11 @@ def main() -> None:
     size = {name: (paths[name] / "model.onnx").stat().st_size for name in ROWS}
     acc = {name: rows[name]["accuracy"]["accuracy"] for name in ROWS}
     base = "student-onnx"
-    same_predictions = sum(a == b for a, b in zip(rows[base]["predictions"],
-                                                  rows["student-vocab-onnx"]["predictions"], strict=True))
+
+    def same_predictions(name: str) -> str:
+        same = sum(a == b for a, b in zip(rows[base]["predictions"], rows[name]["predictions"], strict=True))
+        return f"{same}/{len(rows[base]['predictions'])}"
+
     summary = {
         "machine": report["environment"],
         "dataset": report["dataset"],
@@ -123,7 +135,8 @@ def main() -> None:
             "safetensors_mb": [vocab["sparsity_report"]["before"]["size_mb"],
                                vocab["sparsity_report"]["after"]["size_mb"]],
             "test_accuracy_delta_points": round(100 * (acc["student-vocab-onnx"] - acc[base]), 3),
-            "identical_test_predictions": f"{same_predictions}/{len(rows[base]['predictions'])}",
+            "corpus": {k: vocab[k] for k in ("corpus_splits", "corpus_texts", "texts_tokenized_unchanged")},
+            "identical_test_predictions": same_predictions("student-vocab-onnx"),
             "speedup_b1": round(latency[base]["p50_ms"] / latency["student-vocab-onnx"]["p50_ms"], 3),
         },
         "structured": {
@@ -146,6 +159,16 @@ def main() -> None:
         "onnx_size_ratio": round(size[base] / size["student-pruned-vocab-onnx"], 3),
         "speedup_b1": round(latency[base]["p50_ms"] / latency["student-pruned-vocab-onnx"]["p50_ms"], 3),
     }
+    summary["vocab_min_count"] = {}
+    for k in MIN_COUNTS:
+        name, info = f"student-vocab-min{k}-onnx", result.artifact(f"student-vocab-min{k}").manifest.metrics
+        summary["vocab_min_count"][k] = {
+            "embedding_rows": info["embedding_rows_after"],
+            "embedding_rows_ratio": round(info["embedding_rows_before"] / info["embedding_rows_after"], 3),
+            "onnx_size_ratio": round(size[base] / size[name], 3),
+            "test_accuracy_delta_points": round(100 * (acc[name] - acc[base]), 3),
+            "identical_test_predictions": same_predictions(name),
+        }
     summary["targets"] = {
         "vocab_rows_2x": summary["vocab"]["embedding_rows_ratio"] >= 2,
         "vocab_accuracy_unchanged": acc["student-vocab-onnx"] == acc[base],
@@ -154,7 +177,7 @@ def main() -> None:
         "structured_1.3x_faster_b1_seq128": summary["structured"]["speedup_b1"] >= 1.3,
     }
     write_json_atomic(args.results, summary)
-    shown = ("vocab", "structured", "structured_plus_vocab", "targets")
+    shown = ("vocab", "vocab_min_count", "structured", "structured_plus_vocab", "targets")
     print(json.dumps({k: summary[k] for k in shown}, indent=2))
     print(f"wrote {args.results}")
 

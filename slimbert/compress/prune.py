@@ -49,7 +49,11 @@ class PruneConfig:
     """What to prune and how much; ``recovery`` (optional) trains the pruned model back."""
 
     method: Literal["vocab", "structured", "magnitude"] = "vocab"
-    # vocab: also keep the ASCII characters, so unseen words split into pieces, not [UNK]
+    # vocab: the splits whose texts choose the kept tokens (test stays unseen, an honest
+    # measure of new text), how often a token must occur there to be kept, and whether the
+    # ASCII characters stay too, so unseen words split into pieces, not [UNK]
+    vocab_splits: list[str] = field(default_factory=lambda: ["train", "dev"])
+    vocab_min_count: int = 1
     keep_ascii_chars: bool = True
     # structured: fraction of heads (per layer) and FFN neurons (same count per layer) removed
     heads_fraction: float = 0.25
@@ -71,6 +75,10 @@ class PruneConfig:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if self.ffn_multiple < 1:
             raise ValueError(f"ffn_multiple must be >= 1, got {self.ffn_multiple}")
+        if not self.vocab_splits:
+            raise ValueError("vocab_splits must name at least one split (e.g. [train, dev])")
+        if self.vocab_min_count < 1:
+            raise ValueError(f"vocab_min_count must be >= 1, got {self.vocab_min_count}")
         if self.importance_examples < 1:
             raise ValueError(f"importance_examples must be >= 1, got {self.importance_examples}")
         if self.scope == "2:4" and (self.sparsity != 0.5 or self.schedule != "one-shot"):
@@ -116,8 +124,9 @@ def _task_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def _prune_vocab(job: PruneJob) -> dict[str, Any]:
     from slimbert.compress.prune_vocab import prune_vocab
 
-    job.tokenizer, info = prune_vocab(job.model, job.tokenizer, job.data,
-                                      keep_ascii_chars=job.cfg.keep_ascii_chars)
+    job.tokenizer, info = prune_vocab(job.model, job.tokenizer, job.data, splits=job.cfg.vocab_splits,
+                                      keep_ascii_chars=job.cfg.keep_ascii_chars,
+                                      min_count=job.cfg.vocab_min_count)
     return info
 
 

@@ -2,16 +2,18 @@
 
 A 30k-token BERT vocabulary is most of a small student's weights (MiniLM-L6 at hidden 384:
 11.7M of its 22.7M parameters), yet a task corpus touches a fraction of it. The kept rows
-are the token ids of every train/dev/test text plus the special tokens (and, by default,
-the ASCII single characters, so that unseen words still split into pieces instead of
-[UNK]); ``word_embeddings`` is sliced and a WordPiece vocab.txt with those tokens, in their
-original order, is written beside the model, so every exporter, runtime and bundle uses
-the pruned tokenizer unchanged.
+are the token ids of the corpus (by default the train and dev texts: the test split stays
+unseen, so its accuracy says what happens to new text) that occur at least ``min_count``
+times, plus the special tokens (and, by default, the ASCII single characters, so that
+unseen words still split into pieces instead of [UNK]); ``word_embeddings`` is sliced and
+a WordPiece vocab.txt with those tokens, in their original order, is written beside the
+model, so every exporter, runtime and bundle uses the pruned tokenizer unchanged.
 
 Semantics of the pruned tokenizer (WordPiece, greedy longest-match-first): the new vocab
 is a subset of the old one, and every piece the old tokenizer produced for a corpus word
 is kept, so the greedy match picks the same pieces: corpus texts tokenize to the same
-tokens (checked after pruning). A word outside the corpus gets the longest pieces the
+tokens (checked after pruning; with ``min_count`` > 1, the texts all of whose tokens were
+kept). A word outside the corpus gets the longest pieces the
 kept vocab still has; if it cannot be spelled from them, it becomes [UNK].
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import string
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,23 +62,33 @@ def check_wordpiece(tokenizer) -> None:
         )
 
 
-def corpus_token_ids(tokenizer, data: TextClassificationData) -> np.ndarray:
-    """Every token id the train, dev and test texts (and pairs) tokenize to, untruncated."""
-    seen = np.zeros(len(tokenizer), dtype=bool)
-    for split in data.splits.values():
-        texts = [t for t in split.texts] + list(split.pairs or [])
-        for start in range(0, len(texts), 2048):
-            enc = tokenizer(texts[start:start + 2048], add_special_tokens=False, truncation=False)
-            for ids in enc["input_ids"]:
-                seen[ids] = True
-    return np.flatnonzero(seen)
+def corpus_texts(data: TextClassificationData, splits: Sequence[str]) -> list[str]:
+    """The texts (and pairs) of ``splits``: the corpus the vocabulary is chosen from."""
+    missing = [name for name in splits if name not in data.splits]
+    if missing:
+        raise ModelError(f"vocabulary pruning: the dataset has no {', '.join(missing)} split "
+                         f"(it has {', '.join(data.splits)}).",
+                         hint="name existing splits in vocab_splits.")
+    return [t for name in splits for t in data.splits[name].texts + list(data.splits[name].pairs or [])]
 
 
-def plan_vocab(tokenizer, data: TextClassificationData, *, keep_ascii_chars: bool = True) -> VocabPlan:
+def corpus_token_counts(tokenizer, texts: list[str]) -> np.ndarray:
+    """How often each token id occurs in ``texts``, untruncated."""
+    counts = np.zeros(len(tokenizer), dtype=np.int64)
+    for start in range(0, len(texts), 2048):
+        enc = tokenizer(texts[start:start + 2048], add_special_tokens=False, truncation=False)
+        for ids in enc["input_ids"]:
+            np.add.at(counts, ids, 1)
+    return counts
+
+
+def plan_vocab(tokenizer, texts: list[str], *, keep_ascii_chars: bool = True,
+               min_count: int = 1) -> VocabPlan:
     """Which token ids to keep, in their original order."""
     check_wordpiece(tokenizer)
     vocab: dict[str, int] = tokenizer.vocab
-    keep = set(corpus_token_ids(tokenizer, data).tolist()) | set(tokenizer.all_special_ids)
+    counts = corpus_token_counts(tokenizer, texts)
+    keep = set(np.flatnonzero(counts >= min_count).tolist()) | set(tokenizer.all_special_ids)
     if keep_ascii_chars:
         prefix = tokenizer.backend_tokenizer.model.continuing_subword_prefix
         for ch in string.printable.strip():
@@ -105,20 +118,25 @@ def build_tokenizer(tokenizer, tokens: list[str]):
     return new
 
 
-def check_same_tokens(old, new, kept_ids: np.ndarray, data: TextClassificationData) -> int:
-    """Every corpus text must tokenize to the same tokens; returns the texts checked."""
+def check_same_tokens(old, new, kept_ids: np.ndarray, texts: list[str]) -> int:
+    """Every text whose tokens were all kept must tokenize to the same tokens.
+
+    Returns how many texts were checked (all of them unless ``min_count`` dropped tokens).
+    """
+    kept = np.zeros(len(old), dtype=bool)
+    kept[kept_ids] = True
     checked = 0
-    for split in data.splits.values():
-        texts = split.texts + list(split.pairs or [])
-        for start in range(0, len(texts), 2048):
-            chunk = texts[start:start + 2048]
-            before = old(chunk, truncation=False)["input_ids"]
-            after = new(chunk, truncation=False)["input_ids"]
-            for text, a, b in zip(chunk, before, after, strict=True):
-                if list(kept_ids[b]) != a:
-                    raise ModelError(f"the pruned tokenizer splits {text!r} differently from the original.",
-                                     hint="this is a bug in vocabulary pruning; please report it.")
-            checked += len(chunk)
+    for start in range(0, len(texts), 2048):
+        chunk = texts[start:start + 2048]
+        before = old(chunk, truncation=False)["input_ids"]
+        after = new(chunk, truncation=False)["input_ids"]
+        for text, a, b in zip(chunk, before, after, strict=True):
+            if not kept[a].all():
+                continue
+            if list(kept_ids[b]) != a:
+                raise ModelError(f"the pruned tokenizer splits {text!r} differently from the original.",
+                                 hint="this is a bug in vocabulary pruning; please report it.")
+            checked += 1
     return checked
 
 
@@ -155,13 +173,17 @@ def slice_model_vocab(model: nn.Module, kept_ids: np.ndarray, pad_id: int | None
 
 
 def prune_vocab(model: nn.Module, tokenizer, data: TextClassificationData, *,
-                keep_ascii_chars: bool = True) -> tuple[Any, dict[str, Any]]:
+                splits: Sequence[str] = ("train", "dev"), keep_ascii_chars: bool = True,
+                min_count: int = 1) -> tuple[Any, dict[str, Any]]:
     """Slice ``model``'s vocabulary in place; returns the new tokenizer and what changed."""
-    plan = plan_vocab(tokenizer, data, keep_ascii_chars=keep_ascii_chars)
+    texts = corpus_texts(data, splits)
+    plan = plan_vocab(tokenizer, texts, keep_ascii_chars=keep_ascii_chars, min_count=min_count)
     new_tokenizer = build_tokenizer(tokenizer, plan.tokens)
-    checked = check_same_tokens(tokenizer, new_tokenizer, plan.kept_ids, data)
+    checked = check_same_tokens(tokenizer, new_tokenizer, plan.kept_ids, texts)
     before = model.get_input_embeddings().num_embeddings
     slice_model_vocab(model, plan.kept_ids, new_tokenizer.pad_token_id)
     log.info("vocabulary pruned: %d -> %d embedding rows", before, len(plan.kept_ids))
     return new_tokenizer, {"embedding_rows_before": before, "embedding_rows_after": len(plan.kept_ids),
-                           "texts_checked": checked, "keep_ascii_chars": keep_ascii_chars}
+                           "corpus_splits": list(splits), "corpus_texts": len(texts),
+                           "min_count": min_count, "texts_tokenized_unchanged": checked,
+                           "keep_ascii_chars": keep_ascii_chars}

@@ -41,7 +41,7 @@ TEXTS = ["the good movie", "Playing the BAD movie!", "the movie is playing good"
 
 def test_kept_rows_are_corpus_tokens_plus_specials(tmp_path):
     _, tokenizer, _ = tiny_bert(tmp_path / "m")
-    plan = plan_vocab(tokenizer, corpus(TEXTS), keep_ascii_chars=False)
+    plan = plan_vocab(tokenizer, TEXTS, keep_ascii_chars=False)
     # "is" is not in the vocab: it becomes [UNK], which is special anyway
     assert plan.tokens == SPECIAL + ["good", "bad", "movie", "the", "play", "##ing", "!"]
     assert list(plan.kept_ids) == sorted(plan.kept_ids)
@@ -79,13 +79,43 @@ def test_unseen_words_fall_back_to_kept_pieces_or_unk(tmp_path):
     assert bare.tokenize("played sun") == ["[UNK]", "[UNK]"]
 
 
+def test_the_test_split_does_not_choose_the_vocabulary(tmp_path):
+    _, tokenizer, model = tiny_bert(tmp_path / "m")
+    data = TextClassificationData({"train": Split(texts=["the good movie"], labels=np.array([1])),
+                                   "dev": Split(texts=["the bad movie"], labels=np.array([0])),
+                                   "test": Split(texts=["the moon star"], labels=np.array([1]))},
+                                  ["neg", "pos"])
+    new_tokenizer, info = prune_vocab(model, tokenizer, data, keep_ascii_chars=False)
+    assert info["corpus_splits"] == ["train", "dev"] and info["corpus_texts"] == 2
+    assert new_tokenizer.tokenize("the moon star good bad") == ["the", "[UNK]", "[UNK]", "good", "bad"]
+    _, tokenizer, model = tiny_bert(tmp_path / "m2")
+    everything, _ = prune_vocab(model, tokenizer, data, splits=["train", "dev", "test"],
+                                keep_ascii_chars=False)
+    assert everything.tokenize("the moon star") == ["the", "moon", "star"]
+    with pytest.raises(ModelError, match="no validation split"):
+        prune_vocab(model, everything, data, splits=["train", "validation"])
+
+
+def test_min_count_drops_rare_tokens_and_checks_only_untouched_texts(tmp_path):
+    _, tokenizer, model = tiny_bert(tmp_path / "m")
+    # "the" and "movie" occur 3 times, "good" and "play ##ing" twice, "bad" and "!" once
+    plan = plan_vocab(tokenizer, TEXTS, keep_ascii_chars=False, min_count=2)
+    assert plan.tokens == SPECIAL + ["good", "movie", "the", "play", "##ing"]
+    new_tokenizer, info = prune_vocab(model, tokenizer, corpus(TEXTS), splits=["train"], min_count=2,
+                                      keep_ascii_chars=False)
+    assert info["embedding_rows_after"] == len(SPECIAL) + 5
+    # the text with "bad" and "!" tokenizes differently now, so only the other two are checked
+    assert info["corpus_texts"] == 3 and info["texts_tokenized_unchanged"] == 2
+    assert new_tokenizer.tokenize(TEXTS[1]) == ["play", "##ing", "the", "[UNK]", "movie", "[UNK]"]
+
+
 def test_masked_lm_output_embeddings_follow_the_input(tmp_path):
     folder, tokenizer, model = tiny_bert(tmp_path / "m", head="mlm")
     ids = tokenizer(TEXTS[0], return_tensors="pt")
     with torch.no_grad():
         full = model(**ids).logits
     new_tokenizer, info = prune_vocab(model, tokenizer, corpus(TEXTS))
-    kept = torch.as_tensor(plan_vocab(tokenizer, corpus(TEXTS)).kept_ids)
+    kept = torch.as_tensor(plan_vocab(tokenizer, TEXTS).kept_ids)
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
     with torch.no_grad():
         pruned = model(**new_tokenizer(TEXTS[0], return_tensors="pt")).logits
