@@ -155,7 +155,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         if runtime.device == "cuda":
             _reset_gpu_peak()
         row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
-        session = runtime.load(entry.path, threads=row_threads)
+        session = runtime.load_alone(entry.path, threads=row_threads)  # one session at a time
         logits = session.predict(enc, cfg.eval_batch_size)
         accuracy = classification_metrics(enc.labels, logits.argmax(-1), data.num_labels)
         latency = []

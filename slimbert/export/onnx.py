@@ -79,6 +79,7 @@ def torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfi
 
 def fuse_for_ort(path: Path, config) -> dict[str, int]:
     """Apply ORT's transformer fusions in place; returns the fused-operator counts."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     model_type = _ORT_MODEL_TYPES.get(config.model_type)
@@ -88,7 +89,12 @@ def fuse_for_ort(path: Path, config) -> dict[str, int]:
         return {}
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
     hidden = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
-    optimized = optimize_model(str(path), model_type=model_type, num_heads=heads, hidden_size=hidden)
+    options = FusionOptions(model_type)
+    # ORT's CPU SkipLayerNormalization kernel is slower than Add + LayerNormalization (see
+    # runtimes/onnxruntime_runtime.py); GPU providers fuse it again when they load the graph
+    options.enable_skip_layer_norm = False
+    optimized = optimize_model(str(path), model_type=model_type, num_heads=heads, hidden_size=hidden,
+                               optimization_options=options)
     counts = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
     optimized.save_model_to_file(str(path))
     return counts

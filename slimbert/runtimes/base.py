@@ -64,6 +64,12 @@ class Runtime(ABC):
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
         """Load the model in ``artifact_dir``."""
 
+    def load_alone(self, artifact_dir: Path, threads: int | None = None) -> Session:
+        """Load for a caller that runs nothing else while it uses the session (the bench, one
+        artifact at a time): a runtime may then keep its worker threads hot, as it would when
+        serving alone. ``load`` must stay safe for sessions that take turns in one process."""
+        return self.load(artifact_dir, threads)
+
 
 _REGISTRY: dict[str, Runtime] = {}
 

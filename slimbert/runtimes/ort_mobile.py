@@ -31,5 +31,8 @@ class OrtMobileRuntime(OrtRuntime):
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
         return super().load(artifact_dir, threads=threads or self.default_threads)
 
+    def load_alone(self, artifact_dir: Path, threads: int | None = None) -> Session:
+        return super().load_alone(artifact_dir, threads=threads or self.default_threads)
+
 
 register(OrtMobileRuntime())

@@ -11,7 +11,9 @@ from slimbert.runtimes import get_runtime
 def test_export_is_fused_validated_and_dynamic(exported, tiny_classifier):
     out, metrics = exported
     assert metrics["validation"]["max_abs_diff"] < 1e-4 and metrics["validation"]["agreement"] == 1.0
-    assert metrics["fusions"].get("Attention") == 4 and metrics["fusions"].get("SkipLayerNormalization")
+    # attention fused; residual + LayerNormalization not (ORT's CPU SkipLayerNormalization is slower)
+    assert metrics["fusions"].get("Attention") == 4 and metrics["fusions"].get("LayerNormalization")
+    assert not metrics["fusions"].get("SkipLayerNormalization")
     assert {"config.json", "vocab.txt", ONNX_FILE} <= {p.name for p in out.iterdir()}
     session = get_runtime("ort-cpu").load(out)
     ids = np.full((3, 11), 7, dtype=np.int64)  # shapes unseen at export time

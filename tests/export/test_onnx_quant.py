@@ -37,6 +37,29 @@ def test_static_qdq_with_histogram_calibration(exported, dev_enc, train_enc, tmp
     assert metrics["agreement_with_source"]["agreement"] >= 0.9
 
 
+def _dequantized_embedding_inputs(folder):
+    graph = onnx.load(str(folder / ONNX_FILE)).graph
+    weights = {t.name for t in graph.initializer}
+    from_dq = {o for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in weights
+               for o in n.output}
+    return [i for n in graph.node if n.op_type in ("EmbedLayerNormalization", "Gather")
+            for i in n.input if i in from_dq]
+
+
+def test_static_qdq_keeps_the_embedding_table_fp32_unless_asked(exported, dev_enc, train_enc, tmp_path):
+    # a dequantized table costs a whole-table DequantizeLinear per run in ONNX Runtime
+    src, _ = exported
+    (tmp_path / "default").mkdir()
+    (tmp_path / "asked").mkdir()
+    cfg = OnnxQuantizeConfig(mode="static", format="qdq")
+    quantize_onnx(src, tmp_path / "default", cfg, dev_enc, train_enc)
+    assert "EmbedLayerNormalization" in _ops(tmp_path / "default")
+    assert _dequantized_embedding_inputs(tmp_path / "default") == []
+    cfg = OnnxQuantizeConfig(mode="static", format="qdq", op_types=["MatMul", "EmbedLayerNormalization"])
+    quantize_onnx(src, tmp_path / "asked", cfg, dev_enc, train_enc)
+    assert _dequantized_embedding_inputs(tmp_path / "asked")
+
+
 def test_calibration_streams_batches_of_different_lengths(exported, train_enc, tmp_path):
     """Histogram calibration over dynamically padded batches (ORT alone stacks them and fails)."""
     from onnxruntime.quantization import load_tensors_data

@@ -96,3 +96,41 @@ def test_cpu_bf16_is_listed_but_not_a_default_target(tiny_classifier):
         batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         cpu = get_runtime("torch-cpu").load(tiny_classifier).run(batch)
         np.testing.assert_allclose(cpu, runtime.load(tiny_classifier).run(batch), atol=6e-2)
+
+
+def _optimized_ops(runtime, folder, tmp_path, alone=False):
+    """The op types of the graph ORT runs after its load-time optimizations, and the session."""
+    import onnx
+
+    from slimbert.runtimes.onnxruntime_runtime import OrtRuntime
+
+    written = tmp_path / "optimized.onnx"
+
+    class Recording(OrtRuntime):
+        def session_options(self, options):
+            options.optimized_model_filepath = str(written)
+
+    recording = Recording(runtime.name, runtime.device, runtime.providers, runtime.description)
+    session = (recording.load_alone if alone else recording.load)(folder, threads=1)
+    return {n.op_type for n in onnx.load(str(written)).graph.node}, session
+
+
+def test_ort_cpu_keeps_layernorm_unfused_and_spins_only_alone(tiny_classifier, tmp_path, sentiment_csv):
+    from slimbert.data import DatasetConfig, encode_split, load_dataset
+    from slimbert.export.onnx import OnnxExportConfig, export_onnx
+    from slimbert.models import load_tokenizer
+
+    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
+    enc = encode_split(load_tokenizer(tiny_classifier), data.splits["dev"], 32)
+    fused = tmp_path / "fused"
+    fused.mkdir()
+    export_onnx(tiny_classifier, fused, OnnxExportConfig(), enc)
+    ops, session = _optimized_ops(get_runtime("ort-cpu"), fused, tmp_path)
+    # ORT would fuse Add + LayerNormalization into SkipLayerNormalization, slower on CPU
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+    options = session.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    _, alone = _optimized_ops(get_runtime("ort-cpu"), fused, tmp_path, alone=True)
+    options = alone.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    np.testing.assert_allclose(session.predict(enc), alone.predict(enc), atol=1e-5)
