@@ -474,10 +474,23 @@ def _max_seq_len(cfg: TorchQuantizeConfig, model, src: Path) -> int:
     return cfg.max_seq_len or positions
 
 
+def drop_unused_tensors(graph_module) -> int:
+    """Delete parameters and buffers no node reads: after convert_pt2e folded the INT8 weights, the
+    fp32 originals are still attributes, and torch.export would save them too (4x the file)."""
+    used = {n.target for n in graph_module.graph.nodes if n.op == "get_attr"}
+    unused = [name for name, _ in [*graph_module.named_parameters(), *graph_module.named_buffers()]
+              if name not in used]
+    for name in unused:
+        owner, _, attr = name.rpartition(".")
+        delattr(graph_module.get_submodule(owner) if owner else graph_module, attr)
+    return len(unused)
+
+
 def save_program(model, job: TorchQuantJob, path: Path) -> None:
     """Re-export the converted graph (same dynamic dims) and ``torch.export.save`` it."""
     import torch
 
+    drop_unused_tensors(model)
     program = torch.export.export(model, example_args(job.names, job.vocab_size),
                                   dynamic_shapes=dynamic_shapes(job.names, max_seq_len=job.max_seq_len),
                                   strict=False)

@@ -66,6 +66,11 @@ def test_static_artifact_saves_reloads_and_agrees_with_fp32(static_artifact, tin
     assert metrics["reload_check"]["max_abs_diff"] <= 1e-4
     assert metrics["calibration"] == {"examples": 64, "batch_size": 32, "batches": 2}
     assert isinstance(metrics["reduce_range"], bool) and metrics["reduce_range_why"]
+    # the file holds the INT8 weights only, not the fp32 originals beside them
+    program = torch.export.load(str(out / PT2_FILE))
+    weights = [t for t in program.state_dict.values() if t.dim() == 2]
+    assert sum(t.dtype == torch.int8 for t in weights) == TINY_LINEARS
+    assert sum(t.dtype == torch.float32 for t in weights) == 3  # word, position, type embeddings
     # the saved program, through the runtime, on shapes it was not calibrated on
     session = get_runtime("torch-pt2e-cpu-eager").load(out, threads=1)
     reference = get_runtime("torch-cpu").load(tiny_classifier, threads=1)
