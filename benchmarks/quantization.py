@@ -7,7 +7,8 @@ teacher and student of a previous ``slimbert run`` are reused, so only the quant
 and the bench run. Writes benchmarks/results/quantization.json: per artifact the test
 accuracy and its change from the fp32 ONNX student, p50 latency at batch 1 / seq 128 and
 the speed-up over the fp32 ONNX measured in the same run, size, and what each
-quantization chose (INT8 types and why, the nodes kept in fp32 by the repair).
+quantization chose (INT8 types and why, the nodes or layers kept in fp32 by the repair
+or the autotune).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def summarize(result, report: dict) -> dict:
             "int8_formats": quant.get("int8_formats"),
             "dev_drop_points": quant.get("dev_drop_points"),
             "fp32_nodes": repair.get("fp32_nodes"),
+            "backend": quant.get("backend"),  # quantize-torch rows: torchao-x86 or inc
+            "fp32_layers": quant.get("fp32_layers"),
             "repair_initial_dev_drop_points": repair.get("initial_dev_drop_points"),
         })
     return {"rows": rows, "environment": report["environment"], "bench": report}

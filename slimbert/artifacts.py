@@ -32,6 +32,8 @@ _TRACKED_PACKAGES = (
     "onnxruntime",
     "optimum",
     "numpy",
+    "torchao",  # PT2E programs (model.pt2) load with the torch/torchao that wrote them
+    "neural-compressor",
 )
 
 

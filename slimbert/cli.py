@@ -148,10 +148,12 @@ def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
 
 
 @main.command()
-@click.option("--stage", type=click.Choice(["finetune", "distill", "prune"]), required=True,
+@click.option("--stage", type=click.Choice(["finetune", "distill", "prune", "quantize-torch"]), required=True,
               help="finetune: train a classifier head on MODEL. distill: shrink MODEL "
                    "(a fine-tuned classifier) into a student. prune: prune MODEL's vocabulary, "
-                   "heads/FFN neurons or weights (--set method=vocab|structured|magnitude).")
+                   "heads/FFN neurons or weights (--set method=vocab|structured|magnitude). "
+                   "quantize-torch: PT2E INT8 of MODEL as a .pt2 program (--set backend=torchao-x86|inc, "
+                   "mode=static|dynamic, tolerance=POINTS).")
 @click.option("--model", required=True, help="Built-in name, hub id or local folder.")
 @_dataset_options
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -160,13 +162,15 @@ def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
               show_default=True, help="Run folder; the artifact lands in OUT/<stage>.")
 @click.pass_obj
 def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path, **kw) -> None:
-    """Fine-tune or distil one model (one recipe stage, from options).
+    """Fine-tune, distil, prune or quantize (PT2E) one model (one recipe stage, from options).
 
     \b
     Examples:
       slimbert compress --stage finetune --model minilm-l6 --set epochs=2
       slimbert compress --stage distill --model runs/compress/finetune --set layers=[0,3]
       slimbert compress --stage prune --model runs/compress/distill --set method=vocab
+      slimbert compress --stage quantize-torch --model runs/compress/distill \
+          --set backend=inc --set tolerance=0.5
     """
     from slimbert.pipeline import run_recipe
 
@@ -185,6 +189,7 @@ EXPORT_FORMATS: dict[str, list[dict]] = {
     "ort-mobile": [_ONNX, _ONNX_INT8, {"type": "export-ort-mobile", "name": "ort-mobile"}],
     "executorch": [{"type": "export-executorch", "name": "executorch"}],
     "executorch-int8": [{"type": "export-executorch", "name": "executorch-int8", "precision": "int8"}],
+    "pt2e-int8": [{"type": "quantize-torch", "name": "pt2e-int8"}],
 }
 
 
@@ -196,7 +201,8 @@ EXPORT_FORMATS: dict[str, list[dict]] = {
                    "static INT8 calibrated on training sentences (types chosen for this CPU). "
                    "onnx-fp8: plus FP8 E4M3 Q/DQ (for FP8 GPUs; checked on CPU). ort-mobile: the "
                    "INT8 graph in ORT format with its reduced-build op list. executorch[-int8]: "
-                   "XNNPACK .pte (needs the mobile extra).")
+                   "XNNPACK .pte (needs the mobile extra). pt2e-int8: PyTorch PT2E static INT8 "
+                   "(torchao X86InductorQuantizer) as a torch.export .pt2 for torch.compile.")
 @click.option("--tolerance", type=float, default=None, metavar="POINTS",
               help="Largest dev-accuracy drop a quantized model may have; the most sensitive "
               "nodes stay fp32 until it holds.")
@@ -206,7 +212,7 @@ EXPORT_FORMATS: dict[str, list[dict]] = {
               show_default=True)
 @click.pass_obj
 def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int, out: Path, **kw) -> None:
-    """Export MODEL (a classifier folder or hub id) to ONNX, ORT format or ExecuTorch, validated.
+    """Export MODEL (a classifier folder or hub id) to ONNX, ORT format, ExecuTorch or PT2E, validated.
 
     The dataset supplies real sentences for the validation (and, for static INT8 and FP8,
     the calibration); the default built-in one works for any English model.
@@ -223,7 +229,7 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
         stage = dict(stage)
         if stage["type"] == "export-onnx":
             stage["opset"] = opset
-        if stage["type"] == "quantize-onnx" and tolerance is not None:
+        if stage["type"] in ("quantize-onnx", "quantize-torch") and tolerance is not None:
             stage["tolerance"] = tolerance
         stages.append(stage)
     _print_run(run_recipe(_one_stage_recipe(model, stages, kw), out, progress=obj["progress"]))
@@ -250,7 +256,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
     """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
 
     ARTIFACTS are model folders: PyTorch (config.json + weights), ONNX (model.onnx),
-    ORT format (model.ort) or ExecuTorch (model.pte). The first one is the reference for
+    ORT format (model.ort), ExecuTorch (model.pte) or PT2E (model.pt2). The first one is the reference for
     the relative columns. Mobile targets run on this CPU with a phone's thread count
     (at most 4) unless --threads is given. Writes report.md, report.json and report.html.
     """
@@ -260,7 +266,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
         for runtime in all_runtimes().values():
             reason = runtime.unavailable_reason()
             state = "available" if reason is None else f"unavailable: {reason}"
-            click.echo(f"{runtime.name:<19} {runtime.kind:<11} {runtime.device:<7} {state}")
+            click.echo(f"{runtime.name:<21} {runtime.kind:<11} {runtime.device:<7} {state}")
         return
     if not artifacts:
         raise click.UsageError("give at least one artifact folder, or --list-targets")

@@ -20,6 +20,7 @@ from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.compress.prune import PruneConfig, prune
 from slimbert.compress.qat import QatConfig, qat
+from slimbert.compress.torch_quant import TorchQuantizeConfig, quantize_torch
 from slimbert.data import TextClassificationData, encode_split
 from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
@@ -28,7 +29,7 @@ from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
 from slimbert.models import load_tokenizer
 
-MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt")
+MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt", "pt2e")
 
 
 @dataclass
@@ -112,13 +113,23 @@ def _run_export_tensorrt(ctx: StageContext) -> dict[str, Any]:
     return export_tensorrt(ctx.input.path, ctx.out, ctx.config)
 
 
-def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
-    tokenizer = load_tokenizer(ctx.input.path)
+def _calibration_split(ctx: StageContext):
+    """The first ``calibration_examples`` training examples, encoded."""
     train = ctx.data.splits["train"]
     calibration = train.take(list(range(min(ctx.config.calibration_examples, len(train)))))
+    return encode_split(load_tokenizer(ctx.input.path), calibration, ctx.max_length)
+
+
+def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
     dev = _validation_split(ctx, n=len(ctx.data.splits["dev"]))
-    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, dev,
-                         encode_split(tokenizer, calibration, ctx.max_length), progress=ctx.progress)
+    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, dev, _calibration_split(ctx),
+                         progress=ctx.progress)
+
+
+def _run_quantize_torch(ctx: StageContext) -> dict[str, Any]:
+    dev = _validation_split(ctx, n=len(ctx.data.splits["dev"]))
+    return quantize_torch(ctx.input.path, ctx.out, ctx.config, dev, _calibration_split(ctx),
+                          progress=ctx.progress)
 
 
 def _run_export_ort_mobile(ctx: StageContext) -> dict[str, Any]:
@@ -154,6 +165,10 @@ STAGES: dict[str, StageType] = {
         StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
                   "quantize an ONNX graph with ONNX Runtime: dynamic or static INT8, FP8 QDQ; "
                   "optionally keep sensitive nodes in fp32 to meet an accuracy tolerance"),
+        StageType("quantize-torch", TorchQuantizeConfig, "hf-model", "pt2e", _run_quantize_torch,
+                  "PyTorch-side INT8 with PT2E: torchao X86InductorQuantizer (static or dynamic) or "
+                  "Intel Neural Compressor autotune within a dev-accuracy tolerance; saves a "
+                  "torch.export program (model.pt2) that torch.compile runs with oneDNN INT8 kernels"),
         StageType("qat", QatConfig, "hf-model", "onnx", _run_qat,
                   "quantization-aware training (INT8 fake quantization, distilled from the input "
                   "model), exported as a Q/DQ ONNX graph for ONNX Runtime and TensorRT", trains=True),
@@ -175,6 +190,7 @@ def detect_kind(folder: Path) -> str | None:
     from slimbert.export.executorch import PTE_FILE
     from slimbert.export.onnx import ONNX_FILE
     from slimbert.export.ort_mobile import ORT_FILE
+    from slimbert.export.pt2e import PT2_FILE
     from slimbert.export.tensorrt import ENGINE_FILE
 
     manifest = folder / "manifest.json"
@@ -188,6 +204,8 @@ def detect_kind(folder: Path) -> str | None:
         return "ort-mobile"
     if (folder / PTE_FILE).is_file():
         return "executorch"
+    if (folder / PT2_FILE).is_file():
+        return "pt2e"
     if (folder / "config.json").is_file():
         return "hf-model"
     return None

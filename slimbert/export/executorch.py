@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from slimbert.errors import ExportError, RuntimeUnavailable
 from slimbert.export.onnx import compare_logits, copy_model_metadata
+from slimbert.export.pt2e import calibrate, export_logits, logits_module, spread
 
 log = logging.getLogger(__name__)
 
@@ -74,40 +75,13 @@ class ExecutorchConfig:
             raise ValueError("atol must be > 0 and min_agreement in [0, 1]")
 
 
-def _logits_module(model, names: tuple[str, ...]):
-    import torch
-
-    class Logits(torch.nn.Module):
-        """Positional tensors in, logits out: the calling convention of a .pte method."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            inputs = {"input_ids": input_ids, "attention_mask": attention_mask,
-                      "token_type_ids": token_type_ids}
-            return self.model(**{n: inputs[n] for n in names}).logits
-
-    return Logits().eval()
-
-
 def _export(module, names: tuple[str, ...], cfg: ExecutorchConfig, vocab_size: int):
-    import torch
-
-    ids = torch.randint(vocab_size // 4, vocab_size, (2, 16), dtype=torch.long)
-    example = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-               "token_type_ids": torch.zeros_like(ids)}
-    batch = torch.export.Dim("batch", min=1, max=cfg.max_batch)
-    seq = torch.export.Dim("sequence", min=2, max=cfg.max_seq_len)
-    args = tuple(example[n] for n in names)
-    shapes = ({0: batch, 1: seq},) * len(names)
-    return torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
+    return export_logits(module, names, vocab_size=vocab_size, max_seq_len=cfg.max_seq_len,
+                         max_batch=cfg.max_batch)
 
 
 def _quantize(module, names: tuple[str, ...], cfg: ExecutorchConfig, calibration, vocab_size: int):
     """PT2E static INT8: insert observers, run dev batches through them, convert."""
-    import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -124,13 +98,8 @@ def _quantize(module, names: tuple[str, ...], cfg: ExecutorchConfig, calibration
     # dynamic: one batch, only so the weight observers see their (per-channel) weights;
     # activation ranges are taken per batch at run time
     wanted = 1 if cfg.activations == "dynamic" else cfg.calibration_batches
-    # batches come in length order: spread the picks so short and long sentences both count
-    picks = sorted({round(i * (len(batches) - 1) / max(wanted - 1, 1))
-                    for i in range(min(wanted, len(batches)))})
-    with torch.no_grad():
-        for i in picks:
-            prepared(*(torch.from_numpy(batches[i][n][:, :cfg.max_seq_len]) for n in names))
-    return convert_pt2e(prepared), len(picks)  # a GraphModule with the same positional inputs
+    seen = calibrate(prepared, names, spread(batches, wanted), cfg.max_seq_len)
+    return convert_pt2e(prepared), seen  # a GraphModule with the same positional inputs
 
 
 def export_executorch(model_dir: Path, out_dir: Path, cfg: ExecutorchConfig, validation) -> dict[str, Any]:
@@ -156,7 +125,7 @@ def export_executorch(model_dir: Path, out_dir: Path, cfg: ExecutorchConfig, val
     if positions and cfg.max_seq_len > positions:
         raise ExportError(f"max_seq_len {cfg.max_seq_len} is beyond {model_dir}'s {positions} positions.",
                           hint=f"set max_seq_len to {positions} or less.")
-    module = _logits_module(model, names)
+    module = logits_module(model, names)
     calibrated = 0
     try:
         with warnings.catch_warnings(), torch.no_grad():

@@ -4,6 +4,7 @@ from slimbert.runtimes import (  # noqa: F401  (registration)
     executorch_runtime,
     onnxruntime_runtime,
     ort_mobile,
+    pt2e_runtime,
     tensorrt_runtime,
     torch_runtime,
 )
