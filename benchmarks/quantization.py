@@ -1,6 +1,6 @@
 """Reproduce the README's quantization table: every quantization of the default student, side by side.
 
-    python benchmarks/quantization.py [--out runs/default] [--results PATH]
+    python benchmarks/quantization.py [--out runs/default] [--results PATH] [--student FOLDER]
 
 Runs examples/quantization.yaml. With ``--out runs/default`` (the default) the trained
 teacher and student of a previous ``slimbert run`` are reused, so only the quantizations
@@ -17,12 +17,15 @@ import argparse
 import json
 from pathlib import Path
 
+import yaml
+
 from slimbert.artifacts import write_json_atomic
 from slimbert.pipeline import run_recipe
-from slimbert.recipe import load_recipe
+from slimbert.recipe import load_recipe, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "quantization.json"
+RECIPE = ROOT / "examples" / "quantization.yaml"
 REFERENCE = "student-onnx"
 
 
@@ -51,12 +54,27 @@ def summarize(result, report: dict) -> dict:
     return {"rows": rows, "environment": report["environment"], "bench": report}
 
 
+def from_student(student: Path):
+    """examples/quantization.yaml with ``student`` as its model: no training stages."""
+    raw = yaml.safe_load(RECIPE.read_text())
+    raw["model"] = str(student.resolve())
+    raw["stages"] = [s for s in raw["stages"] if s["name"] not in ("teacher", "student")]
+    for stage in raw["stages"]:
+        if stage.get("input") == "student":
+            stage["input"] = "model"
+    return recipe_from_dict(raw, "quantization (from a trained student)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
     parser.add_argument("--results", type=Path, default=RESULTS, help="where to write the JSON")
+    parser.add_argument("--student", type=Path, default=None,
+                        help="a trained student folder to quantize instead of the recipe's teacher and "
+                        "student stages (e.g. runs/default/student)")
     args = parser.parse_args()
-    result = run_recipe(load_recipe(ROOT / "examples" / "quantization.yaml"), args.out)
+    recipe = load_recipe(RECIPE) if args.student is None else from_student(args.student)
+    result = run_recipe(recipe, args.out)
     summary = summarize(result, json.loads((args.out / "bench-quantization" / "report.json").read_text()))
     write_json_atomic(args.results, summary)
     for row in summary["rows"]:

@@ -486,6 +486,10 @@ def drop_unused_tensors(graph_module) -> int:
     return len(unused)
 
 
+RELOAD_MIN_AGREEMENT = 0.99
+RELOAD_MAX_DIFF = 0.25
+
+
 def save_program(model, job: TorchQuantJob, path: Path) -> None:
     """Re-export the converted graph (same dynamic dims) and ``torch.export.save`` it."""
     import torch
@@ -550,9 +554,13 @@ def quantize_torch(src_dir: Path, out_dir: Path, cfg: TorchQuantizeConfig, dev: 
     subset = dev.head(256)  # the saved program, reloaded through the runtime, is the one measured
     saved = get_runtime("torch-pt2e-cpu-eager").load(out_dir).predict(subset)
     reloaded = compare_logits(logits[: len(subset)], saved)
-    if reloaded["max_abs_diff"] > 1e-4:
+    # Re-tracing may reorder float ops, and a last-bit change before a quantize flips an INT8
+    # step: a real student's logits then move by ~1e-2 (seen: 3.4e-2), while a broken save moves
+    # predictions. So the bound is on predictions, with a loose bound on logits.
+    if reloaded["agreement"] < RELOAD_MIN_AGREEMENT or reloaded["max_abs_diff"] > RELOAD_MAX_DIFF:
         raise ExportError(f"the saved {PT2_FILE} disagrees with the quantized model it was saved from "
-                          f"(max |logit diff| {reloaded['max_abs_diff']:.2e}).",
+                          f"(max |logit diff| {reloaded['max_abs_diff']:.2e}, prediction agreement "
+                          f"{reloaded['agreement']:.2%}).",
                           hint="report the torch/torchao versions; try the other backend.")
     check = compare_logits(job.fp32_logits, logits)
     fp32_acc, acc = dev_accuracy(job.fp32_logits, dev), dev_accuracy(logits, dev)

@@ -22,6 +22,7 @@ def test_static_qoperator_quantizes_matmuls_and_attention(exported, dev_enc, tra
     metrics = quantize_onnx(src, tmp_path, OnnxQuantizeConfig(mode="static"), dev_enc, train_enc)
     ops = _ops(tmp_path)
     assert {"QLinearMatMul", "QAttention"} <= ops and "MatMul" not in ops
+    assert "Add" in ops and "QLinearAdd" not in ops  # bias and residual sums stay fp32
     assert metrics["agreement_with_source"]["agreement"] >= 0.9
     assert metrics["int8_formats"]["isa"] and metrics["calibration"]["method"] == "minmax"
     assert (tmp_path / "config.json").is_file()
