@@ -46,7 +46,8 @@ def summarize(result, report: dict) -> dict:
             "mode": quant.get("mode"),
             "int8_formats": quant.get("int8_formats"),
             "dev_drop_points": quant.get("dev_drop_points"),
-            "fp32_nodes": repair.get("fp32_nodes"),
+            "fallback": repair.get("fallback"),  # what the repair's nodes became: dynamic or fp32
+            "fallback_nodes": repair.get("fallback_nodes"),
             "backend": quant.get("backend"),  # quantize-torch rows: torchao-x86 or inc
             "fp32_layers": quant.get("fp32_layers"),
             "repair_initial_dev_drop_points": repair.get("initial_dev_drop_points"),

@@ -76,7 +76,7 @@ def _max_positions(path: Path) -> int | None:
 
 
 def _size_mb(entry: BenchEntry) -> float:
-    suffixes = (".onnx", ".safetensors", ".bin", ".onnx.data", ".pte", ".ort")
+    suffixes = (".onnx", ".safetensors", ".bin", ".onnx.data", ".pte", ".ort", ".pt2")
     return sum(f.stat().st_size for f in entry.path.iterdir() if f.name.endswith(suffixes)) / 1e6
 
 

@@ -79,7 +79,11 @@ class OnnxQuantizeConfig:
     op_types: list[str] | None = None  # None: every op type the method quantizes
     exclude_nodes: list[str] | None = None
     exclude_op_types: list[str] | None = None
-    tolerance: float | None = None  # max dev-accuracy drop in points; keep sensitive nodes in fp32
+    tolerance: float | None = None  # max dev-accuracy drop in points; sensitive nodes fall back
+    # what a sensitive node falls back to: "dynamic" INT8 (scales per run follow the outliers
+    # that a calibrated range clips, at INT8 speed; ORT CPU only, so QOperator only), "fp32",
+    # or "auto": dynamic for static QOperator, fp32 otherwise (Q/DQ graphs are TensorRT's input)
+    fallback: Literal["auto", "dynamic", "fp32"] = "auto"
     max_fallback_nodes: int = 12
 
     def __post_init__(self) -> None:
@@ -100,6 +104,15 @@ class OnnxQuantizeConfig:
                              f"minmax or percentile, got {self.calibration!r}")
         if self.max_fallback_nodes < 1:
             raise ValueError("max_fallback_nodes must be >= 1")
+        if self.fallback == "dynamic" and (self.mode != "static" or self.format != "qoperator"):
+            raise ValueError("fallback: dynamic needs mode: static and format: qoperator (dynamic INT8 "
+                             "nodes run on ONNX Runtime's CPU kernels, not in Q/DQ graphs)")
+
+    def fallback_precision(self) -> str:
+        """What the repair's sensitive nodes become: "dynamic" or "fp32"."""
+        if self.fallback != "auto":
+            return self.fallback
+        return "dynamic" if (self.mode, self.format) == ("static", "qoperator") else "fp32"
 
     def int8_formats(self) -> Int8Formats:
         """The INT8 types after resolving ``auto`` against the target instruction set."""
@@ -124,6 +137,8 @@ class QuantJob:
     # kept in fp32: the recipe's nodes and op types (resolved once, see recipe_exclusions)
     # plus, after a repair, the nodes it chose
     exclude_nodes: list[str] = field(default_factory=list)
+    # static mode: nodes quantized dynamically instead (a repair's choice, see quant_repair.py)
+    dynamic_nodes: list[str] = field(default_factory=list)
     only_nodes: list[str] | None = None  # sensitivity analysis: quantize just these
 
     def excluded(self) -> list[str]:
@@ -153,12 +168,13 @@ def _extra_options(cfg: OnnxQuantizeConfig) -> dict[str, Any]:
     return {"DefaultTensorType": onnx.TensorProto.FLOAT, "ActivationSymmetric": cfg.activation_symmetric}
 
 
-def _dynamic_pass(job: QuantJob, source: Path, op_types: list[str] | None) -> None:
+def _dynamic_pass(job: QuantJob, source: Path, op_types: list[str] | None,
+                  nodes: list[str] | None = None) -> None:
     from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(str(source), str(job.output), weight_type=_quant_type(job.formats.weight_type),
                      per_channel=job.cfg.per_channel, reduce_range=job.formats.reduce_range,
-                     op_types_to_quantize=op_types, nodes_to_quantize=job.only_nodes,
+                     op_types_to_quantize=op_types, nodes_to_quantize=nodes or job.only_nodes,
                      nodes_to_exclude=job.excluded(), extra_options=_extra_options(job.cfg))
 
 
@@ -198,16 +214,38 @@ def _static(job: QuantJob) -> dict[str, Any]:
                     reduce_range=job.formats.reduce_range,
                     activation_type=_quant_type(job.formats.activation_type),
                     weight_type=_quant_type(job.formats.weight_type), nodes_to_quantize=job.only_nodes,
-                    nodes_to_exclude=job.excluded(), calibrate_method=ort_method(job.cfg.calibration),
-                    extra_options=_extra_options(job.cfg))
+                    nodes_to_exclude=job.excluded() + job.dynamic_nodes,
+                    calibrate_method=ort_method(job.cfg.calibration), extra_options=_extra_options(job.cfg))
     dynamic_attention = _quantizes_attention_dynamically(job.cfg)
-    if dynamic_attention:
+    if dynamic_attention or job.dynamic_nodes:
+        # the second pass: ORT's static quantizer has no rule for the fused Attention op, and
+        # the repair's dynamic nodes were left for it
         static_output = job.output.with_name(job.output.stem + ".static.onnx")
         job.output.rename(static_output)
-        _dynamic_pass(job, static_output, ["Attention"])
+        op_types, nodes = ["Attention"], None
+        if job.dynamic_nodes:
+            attention = _attention_nodes(static_output) if dynamic_attention else []
+            op_types, nodes = ["Attention", "MatMul", "Gemm"], sorted({*job.dynamic_nodes, *attention})
+        _dynamic_pass(job, static_output, op_types, nodes)
         static_output.unlink()
     return {"format": job.cfg.format, "activation_type": job.formats.activation_type,
             "weight_type": job.formats.weight_type, "attention": "dynamic" if dynamic_attention else "fp32"}
+
+
+def dynamic_capable(job: QuantJob, nodes: list[str]) -> set[str]:
+    """Those of ``nodes`` ORT can quantize dynamically (MatMul, Attention; not Gemm)."""
+    import onnx
+    from onnxruntime.quantization.registry import IntegerOpsRegistry
+
+    graph = onnx.load(str(job.source), load_external_data=False).graph
+    return {n.name for n in graph.node if n.name in set(nodes) and n.op_type in IntegerOpsRegistry}
+
+
+def _attention_nodes(path: Path) -> list[str]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "Attention"]
 
 
 def _quantizes_attention_dynamically(cfg: OnnxQuantizeConfig) -> bool:
@@ -343,7 +381,7 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
         if cfg.tolerance is not None:
             fallback = repair(job, dev, fp32_logits, logits, work, progress=progress)
             logits = runtime.load(out_dir).predict(dev)
-        excluded = job.excluded()
+        excluded, dynamic_nodes = job.excluded(), sorted(job.dynamic_nodes)
     check = compare_logits(fp32_logits, logits)
     fp32_acc, acc = dev_accuracy(fp32_logits, dev), dev_accuracy(logits, dev)
     log.info("%s quantization: dev accuracy %.2f%% (fp32 %.2f%%), agreement %.2f%%", cfg.mode, 100 * acc,
@@ -353,6 +391,7 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
         "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": 100 * (fp32_acc - acc),
         "calibration": None,
         "excluded_nodes": excluded,
+        "dynamic_nodes": dynamic_nodes,
     }
     if needs_ranges:
         metrics["calibration"] = {"method": cfg.calibration, "batch_size": cfg.calibration_batch_size,

@@ -8,7 +8,7 @@ from slimbert.data import iterate_batches
 from slimbert.errors import ExportError
 from slimbert.export.calibration import calibrate, with_inferred_shapes
 from slimbert.export.onnx import ONNX_FILE
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, QuantJob, quantizable_nodes, quantize_onnx
+from slimbert.export.onnx_quant import OnnxQuantizeConfig, QuantJob, quantizable_nodes, quantize_onnx, run_job
 from slimbert.export.quant_repair import repair, sensitivity
 from slimbert.runtimes import get_runtime
 
@@ -115,7 +115,9 @@ def test_static_without_calibration_examples_is_a_clear_error(exported, dev_enc,
 
 
 @pytest.mark.parametrize("bad", [{"tolerance": -1}, {"target_isa": "z80"}, {"percentile": 50},
-                                 {"mode": "fp8", "calibration": "entropy"}])
+                                 {"mode": "fp8", "calibration": "entropy"},
+                                 {"mode": "static", "format": "qdq", "fallback": "dynamic"},
+                                 {"mode": "dynamic", "fallback": "dynamic"}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         OnnxQuantizeConfig(**bad)
@@ -157,7 +159,7 @@ def test_sensitivity_ranks_every_quantizable_node(forced_job, dev_enc, exported,
     assert mse == sorted(mse, reverse=True) and mse[0] > 0
 
 
-def test_repair_keeps_the_most_sensitive_nodes_in_fp32(forced_job, dev_enc, exported, tmp_path):
+def test_repair_keeps_the_most_sensitive_nodes_in_fp32_in_qdq(forced_job, dev_enc, exported, tmp_path):
     src, _ = exported
     fp32 = get_runtime("ort-cpu").load(src).predict(dev_enc)
     wrong = np.roll(fp32, 1, axis=1)  # pretend the quantized model flipped every prediction
@@ -166,9 +168,45 @@ def test_repair_keeps_the_most_sensitive_nodes_in_fp32(forced_job, dev_enc, expo
     assert 1 <= len(report["tries"]) - 1 <= 3
     assert report["met"] == (report["final_dev_drop_points"] <= 0.0)
     top = report["sensitivity"][0]["node"]
-    if report["fp32_nodes"]:
-        assert report["fp32_nodes"][0] == top and top in forced_job.exclude_nodes
+    assert report["fallback"] == "fp32"  # a Q/DQ graph (TensorRT's form) falls back to fp32
+    if report["fallback_nodes"]:
+        assert report["fallback_nodes"][0] == top and top in forced_job.exclude_nodes
     assert forced_job.output.is_file()
+
+
+def test_static_qoperator_repair_falls_back_to_dynamic_int8(exported, dev_enc, train_enc, tmp_path):
+    src, _ = exported
+    shaped = with_inferred_shapes(src / ONNX_FILE, tmp_path / "shaped.onnx")
+    cfg = OnnxQuantizeConfig(mode="static", activation_type="int8", activation_symmetric=True,
+                             tolerance=0.0, max_fallback_nodes=2)
+    assert cfg.fallback_precision() == "dynamic"
+    cache = calibrate(shaped, train_enc, "minmax", tmp_path / "cal.json")
+    (tmp_path / "out").mkdir()
+    job = QuantJob(shaped, tmp_path / "out" / ONNX_FILE, cfg, cfg.int8_formats(), cache)
+    fp32 = get_runtime("ort-cpu").load(src).predict(dev_enc)
+    wrong = np.roll(fp32, 1, axis=1)  # pretend every prediction flipped, so the repair must act
+    report = repair(job, dev_enc, fp32, wrong, tmp_path)
+    assert report["fallback"] == "dynamic" and report["fallback_nodes"]
+    op_type = {n.name: n.op_type for n in onnx.load(str(shaped)).graph.node}
+    for node in report["fallback_nodes"]:  # ORT has no dynamic Gemm: those stay fp32
+        assert node in (job.exclude_nodes if op_type[node] == "Gemm" else job.dynamic_nodes)
+    assert report["fp32_nodes"] == job.exclude_nodes
+
+
+def test_dynamic_nodes_of_a_static_graph_run_dynamic_int8(exported, dev_enc, train_enc, tmp_path):
+    src, _ = exported
+    shaped = with_inferred_shapes(src / ONNX_FILE, tmp_path / "shaped.onnx")
+    cfg = OnnxQuantizeConfig(mode="static")
+    cache = calibrate(shaped, train_enc, "minmax", tmp_path / "cal.json")
+    matmul = next(n.name for n in onnx.load(str(shaped)).graph.node if n.op_type == "MatMul")
+    (tmp_path / "out").mkdir()
+    job = QuantJob(shaped, tmp_path / "out" / ONNX_FILE, cfg, cfg.int8_formats(), cache,
+                   dynamic_nodes=[matmul])
+    run_job(job)
+    ops = _ops(tmp_path / "out")
+    # that one matmul dynamic (integer matmul on per-run scales), the others static, attention dynamic
+    assert {"QLinearMatMul", "QAttention"} <= ops and "MatMul" not in ops
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
 
 
 def test_repair_is_skipped_when_within_tolerance(forced_job, dev_enc, exported, tmp_path):
@@ -176,7 +214,7 @@ def test_repair_is_skipped_when_within_tolerance(forced_job, dev_enc, exported, 
     fp32 = get_runtime("ort-cpu").load(src).predict(dev_enc)
     job = dataclasses.replace(forced_job, cfg=dataclasses.replace(forced_job.cfg, tolerance=1.0))
     report = repair(job, dev_enc, fp32, fp32, tmp_path)
-    assert report["met"] and "sensitivity" not in report and report["fp32_nodes"] == []
+    assert report["met"] and "sensitivity" not in report and report["fallback_nodes"] == []
 
 
 def test_ort_type_names_are_accepted():
