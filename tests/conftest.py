@@ -133,3 +133,27 @@ def launch(nproc: int, args: list[str], timeout: int = 300) -> subprocess.Comple
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(port), *args]
     return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# the tiny dataset, split and encoded for the tiny classifier (export and quantization tests)
+@pytest.fixture(scope="module")
+def tiny_data(sentiment_csv):
+    from slimbert.data import DatasetConfig, load_dataset
+
+    return load_dataset(DatasetConfig(source=str(sentiment_csv)))
+
+
+@pytest.fixture(scope="module")
+def dev_enc(tiny_data, tiny_classifier):
+    from slimbert.data import encode_split
+    from slimbert.models import load_tokenizer
+
+    return encode_split(load_tokenizer(tiny_classifier), tiny_data.splits["dev"], 32)
+
+
+@pytest.fixture(scope="module")
+def train_enc(tiny_data, tiny_classifier):
+    from slimbert.data import encode_split
+    from slimbert.models import load_tokenizer
+
+    return encode_split(load_tokenizer(tiny_classifier), tiny_data.splits["train"], 32)

@@ -26,7 +26,6 @@ dequantized from INT8).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -53,7 +52,7 @@ from slimbert.export.pt2e import (
     logits_module,
     silence_torchao,
 )
-from slimbert.progress import progress_bar
+from slimbert.progress import progress_bar, quiet_logger
 
 log = logging.getLogger(__name__)
 
@@ -286,22 +285,10 @@ def _torchao_x86(job: TorchQuantJob) -> tuple[Any, dict[str, Any]]:
 
 # ---- Intel Neural Compressor -----------------------------------------------------------------
 
-@contextlib.contextmanager
-def _inc_quiet() -> Iterator[None]:
-    """INC logs every trial as a table at INFO and warns on every convert: keep its errors only."""
-    logger = logging.getLogger("neural_compressor")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(previous)
-
-
 def inc_missing() -> str | None:
     """None when Neural Compressor 3.x's PyTorch API imports; otherwise why not."""
     try:
-        with _inc_quiet():
+        with quiet_logger("neural_compressor"):  # a table per trial, warnings per convert
             from neural_compressor.torch.export import export  # noqa: F401
             from neural_compressor.torch.quantization import (  # noqa: F401
                 StaticQuantConfig,
@@ -336,7 +323,7 @@ def _inc_autotune(job: TorchQuantJob, exported, configs: list, tolerable_loss: f
         calibrate(prepared, job.names, job.calibration_batches(), job.max_seq_len)
 
     tune = TuningConfig(config_set=configs, tolerable_loss=tolerable_loss, max_trials=len(configs))
-    with _inc_quiet():
+    with quiet_logger("neural_compressor"):  # a table per trial, warnings per convert
         model = autotune(exported, tune, eval_fn=eval_fn, run_fn=run_fn)
     if model is None:  # INC skips configs it has seen; then no trial ends the loop
         raise ExportError(f"INC autotune ({round_name}) returned no model after "
@@ -362,7 +349,7 @@ def _inc(job: TorchQuantJob) -> tuple[Any, dict[str, Any]]:
     else:
         tolerable_loss = cfg.tolerance / 100 / fp32_acc + 1e-9 if fp32_acc > 0 else 0.0
         goal = f"{cfg.tolerance:g} points of dev accuracy"
-    with _inc_quiet():
+    with quiet_logger("neural_compressor"):  # a table per trial, warnings per convert
         exported = inc_export(job.module, example_args(job.names, job.vocab_size),
                               dynamic_shapes=dynamic_shapes(job.names, max_seq_len=job.max_seq_len))
     trials: list[dict[str, Any]] = []

@@ -14,10 +14,9 @@ DefaultTensorType), so it keeps both wins: fused attention/layernorm and INT8 ma
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,23 +28,12 @@ from slimbert.errors import ExportError
 from slimbert.export.calibration import CalibrationName, calibrate, ort_method, with_inferred_shapes
 from slimbert.export.cpu_isa import ISA_NAMES, Int8Formats, int8_formats
 from slimbert.export.onnx import ONNX_FILE, compare_logits, copy_model_metadata
+from slimbert.progress import quiet_logger
 
 log = logging.getLogger(__name__)
 
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
              "MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd"}
-
-
-@contextlib.contextmanager
-def _root_warnings_silenced() -> Iterator[None]:
-    """ORT logs "consider pre-processing" on the root logger for every call."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(previous)
 
 
 @dataclass
@@ -324,7 +312,7 @@ def _already_quantized(path: Path) -> list[str]:
 
 def run_job(job: QuantJob) -> dict[str, Any]:
     method, _ = QUANTIZERS[job.cfg.mode]
-    with _root_warnings_silenced():
+    with quiet_logger():  # ORT logs "consider pre-processing" on the root logger
         try:
             return method(job)
         except ExportError:

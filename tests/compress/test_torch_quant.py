@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from slimbert.compress.torch_quant import BACKENDS, TorchQuantizeConfig, quantize_torch
-from slimbert.data import DatasetConfig, encode_split, load_dataset
+from slimbert.data import encode_split
 from slimbert.errors import ExportError, RuntimeUnavailable, SlimbertError
 from slimbert.export.pt2e import PT2_FILE, PT2_META_FILE
 from slimbert.models import load_classifier, load_tokenizer
@@ -24,21 +24,6 @@ from tests.conftest import build_tiny_bert, tiny_recipe
 
 FAST = {"calibration_examples": 64}
 TINY_LINEARS = 4 * 6 + 2  # q, k, v, attention output, FFN in and out per layer; pooler, classifier
-
-
-@pytest.fixture(scope="module")
-def tiny_data(sentiment_csv):
-    return load_dataset(DatasetConfig(source=str(sentiment_csv)))
-
-
-@pytest.fixture(scope="module")
-def dev_enc(tiny_data, tiny_classifier):
-    return encode_split(load_tokenizer(tiny_classifier), tiny_data.splits["dev"], 32)
-
-
-@pytest.fixture(scope="module")
-def train_enc(tiny_data, tiny_classifier):
-    return encode_split(load_tokenizer(tiny_classifier), tiny_data.splits["train"], 32)
 
 
 @pytest.fixture(scope="module")
