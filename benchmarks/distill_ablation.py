@@ -12,7 +12,8 @@ same initialisation (the teacher's layers: 0,2,4 / 0,3 / 0):
   4 epochs), to tell the loss from the schedule;
 - ``inter``: + hidden-state cosine and MiniLM attention KL (uniform layer map);
 - ``aug``: + TinyBERT augmentation (embedding-neighbour word replacement, 2 copies per
-  sentence, labelled by the teacher).
+  sentence, labelled by the teacher);
+- ``kd-aug4``: ``kd`` on 4 augmented copies per sentence, without the intermediate losses.
 Every student is its own stage, so an interrupted run resumes (finished stages are reused,
 an interrupted one continues from its checkpoint). The JSON is rewritten after each student.
 """
@@ -44,6 +45,9 @@ VARIANTS = {
     "aug": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
             "alpha_hidden": 1.0, "alpha_attention": 1.0,
             "augment": {"copies": 2}, "epochs": 3, "evals_per_epoch": 4},
+    # soft targets alone on five times the examples (4 augmented copies per sentence)
+    "kd-aug4": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
+                "augment": {"copies": 4}, "epochs": 3, "evals_per_epoch": 4},
 }
 
 
