@@ -157,3 +157,14 @@ def train_enc(tiny_data, tiny_classifier):
     from slimbert.models import load_tokenizer
 
     return encode_split(load_tokenizer(tiny_classifier), tiny_data.splits["train"], 32)
+
+
+def token_batch(rows: int, seq: int, *, seed: int = 0, pad_first_row: bool = True) -> dict:
+    """Random in-vocabulary token ids for the tiny models; half of row 0 is padding."""
+    import numpy as np
+
+    ids = np.random.default_rng(seed).integers(5, 30, size=(rows, seq)).astype(np.int64)
+    mask = np.ones_like(ids)
+    if pad_first_row:
+        mask[0, seq // 2:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}

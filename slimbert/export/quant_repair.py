@@ -9,8 +9,8 @@ dev-accuracy drop is within the tolerance. The fallback is dynamic INT8 for stat
 graphs (per-run scales follow the activation outliers a calibrated range clips: on the
 default student, test accuracy back to fp32's at 2.4x fp32 speed, where fp32 fallback of the
 same two matmuls ran at 1.6x) and fp32 otherwise. Calibration ranges are computed once and
-reused by every try. If no allowed number of exclusions meets the tolerance, the best model found is kept and
-the report says the tolerance was not met.
+reused by every try. If no allowed number of fallbacks meets the tolerance, the best model
+found is kept and the report says the tolerance was not met.
 """
 
 from __future__ import annotations
@@ -74,9 +74,11 @@ def repair(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, logits: np
     trial_dir = work / "repair"
     trial_dir.mkdir(exist_ok=True)
     limit = min(job.cfg.max_fallback_nodes, len(ranking))
+    # the ranked nodes ORT has a dynamic kernel for (read from the graph once, not per try)
+    dynamic = dynamic_capable(job, [r["node"] for r in ranking]) if precision == "dynamic" else set()
     for k in progress_bar(range(1, limit + 1), enabled=progress, desc="fallback", leave=False):
         keep = [r["node"] for r in ranking[:k]]
-        trial = dataclasses.replace(job, output=trial_dir / ONNX_FILE, **_fall_back(job, precision, keep))
+        trial = dataclasses.replace(job, output=trial_dir / ONNX_FILE, **_fall_back(job, dynamic, keep))
         trial_logits = _logits(trial, dev)
         drop_k = 100 * (fp32_acc - dev_accuracy(trial_logits, dev))
         agreement_k = _agreement(trial_logits, fp32_logits)
@@ -90,7 +92,7 @@ def repair(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, logits: np
     report["fallback_nodes"] = best[2]
     report["final_dev_drop_points"] = best[0]
     report["final_agreement"] = -best[1]
-    chosen = _fall_back(job, precision, best[2])
+    chosen = _fall_back(job, dynamic, best[2])
     report["fp32_nodes"] = [n for n in best[2] if n in chosen["exclude_nodes"]]  # no dynamic kernel
     job.dynamic_nodes, job.exclude_nodes = chosen["dynamic_nodes"], chosen["exclude_nodes"]
     run_job(job)  # the chosen variant, written where the stage expects it
@@ -109,9 +111,8 @@ def _agreement(logits: np.ndarray, fp32_logits: np.ndarray) -> float:
     return float((logits.argmax(-1) == fp32_logits.argmax(-1)).mean())
 
 
-def _fall_back(job: QuantJob, precision: str, nodes: list[str]) -> dict[str, list[str]]:
-    """The QuantJob fields that put ``nodes`` at ``precision``: dynamic INT8 where ORT has a
-    dynamic kernel for the op, fp32 otherwise (Gemm)."""
-    dynamic = dynamic_capable(job, nodes) if precision == "dynamic" else set()
+def _fall_back(job: QuantJob, dynamic: set[str], nodes: list[str]) -> dict[str, list[str]]:
+    """The QuantJob fields that put ``nodes`` in dynamic INT8 where they are in ``dynamic``
+    (the fallback is dynamic and ORT has a dynamic kernel for the op), in fp32 otherwise."""
     return {"dynamic_nodes": job.dynamic_nodes + [n for n in nodes if n in dynamic],
             "exclude_nodes": job.exclude_nodes + [n for n in nodes if n not in dynamic]}

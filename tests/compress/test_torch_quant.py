@@ -20,7 +20,7 @@ from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 from slimbert.stages import detect_kind
-from tests.conftest import build_tiny_bert, tiny_recipe
+from tests.conftest import build_tiny_bert, tiny_recipe, token_batch
 
 FAST = {"calibration_examples": 64}
 TINY_LINEARS = 4 * 6 + 2  # q, k, v, attention output, FFN in and out per layer; pooler, classifier
@@ -33,10 +33,7 @@ def static_artifact(tiny_classifier, dev_enc, train_enc, tmp_path_factory):
 
 
 def _batch(rows: int, seq: int) -> dict[str, np.ndarray]:
-    ids = np.random.default_rng(rows).integers(5, 30, size=(rows, seq)).astype(np.int64)
-    mask = np.ones_like(ids)
-    mask[0, seq // 2:] = 0  # padding in one row
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return token_batch(rows, seq, seed=rows)
 
 
 def test_static_artifact_saves_reloads_and_agrees_with_fp32(static_artifact, tiny_classifier):

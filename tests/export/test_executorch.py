@@ -8,6 +8,7 @@ import pytest
 from slimbert.errors import ExportError, SlimbertError
 from slimbert.export.executorch import META_FILE, PTE_FILE, ExecutorchConfig, export_executorch
 from slimbert.runtimes import get_runtime
+from tests.conftest import token_batch
 
 pytest.importorskip("executorch")
 
@@ -20,10 +21,7 @@ def fp32_pte(tiny_classifier, dev_enc, tmp_path_factory):
 
 
 def _batch(rows: int, seq: int) -> dict[str, np.ndarray]:
-    ids = np.random.default_rng(0).integers(5, 30, size=(rows, seq)).astype(np.int64)
-    mask = np.ones_like(ids)
-    mask[0, seq // 2:] = 0  # padding in one row
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return token_batch(rows, seq)
 
 
 def test_fp32_program_matches_pytorch_on_dynamic_shapes(fp32_pte, tiny_classifier):

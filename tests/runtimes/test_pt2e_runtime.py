@@ -7,25 +7,20 @@ import pytest
 
 from slimbert.bench.run import default_targets
 from slimbert.compress.torch_quant import TorchQuantizeConfig, quantize_torch
-from slimbert.data import DatasetConfig, encode_split, load_dataset
 from slimbert.errors import ExportError
-from slimbert.models import load_tokenizer
 from slimbert.runtimes import all_runtimes, get_runtime, pt2e_runtime
+from tests.conftest import token_batch
 
 
 @pytest.fixture(scope="module")
-def pt2e_artifact(tiny_classifier, sentiment_csv, tmp_path_factory):
-    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
-    tokenizer = load_tokenizer(tiny_classifier)
-    dev, train = (encode_split(tokenizer, data.splits[s], 32) for s in ("dev", "train"))
+def pt2e_artifact(tiny_classifier, dev_enc, train_enc, tmp_path_factory):
     out = tmp_path_factory.mktemp("pt2e")
-    quantize_torch(tiny_classifier, out, TorchQuantizeConfig(calibration_examples=32), dev, train)
+    quantize_torch(tiny_classifier, out, TorchQuantizeConfig(calibration_examples=32), dev_enc, train_enc)
     return out
 
 
 def _batch(rows: int, seq: int) -> dict[str, np.ndarray]:
-    ids = np.random.default_rng(seq).integers(5, 30, size=(rows, seq)).astype(np.int64)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return token_batch(rows, seq, seed=seq, pad_first_row=False)
 
 
 def test_registered_for_the_pt2e_kind():
