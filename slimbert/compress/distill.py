@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -279,7 +280,8 @@ def _augment(train_enc: EncodedSplit, cfg: AugmentConfig, teacher, teacher_dir: 
 def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int, cfg: KDConfig,
                  work_dir: Path, *, seed: int, mapping: list[int] | None = None,
                  desc: str = "distill", progress: bool = True,
-                 teacher_train: EncodedSplit | None = None, select_from_step: int = 0) -> TrainResult:
+                 teacher_train: EncodedSplit | None = None, select_from_step: int = 0,
+                 on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train an already-built ``student`` on ``teacher``'s soft targets (and the labels).
 
     The student may come from layer selection (``distill``), pruning or QAT. ``mapping``
@@ -330,4 +332,5 @@ def distill_into(student, teacher, enc: dict[str, EncodedSplit], num_labels: int
         return loss
 
     return train(student, enc["train"], enc["dev"], num_labels, cfg, loss_fn,
-                 work_dir, seed, desc=desc, progress=progress, select_from_step=select_from_step)
+                 work_dir, seed, desc=desc, progress=progress, select_from_step=select_from_step,
+                 on_step=on_step)

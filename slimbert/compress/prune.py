@@ -99,7 +99,8 @@ class PruneJob:
     cfg: PruneConfig
     max_length: int
     seed: int
-    hooks: list[Any] = field(default_factory=list)  # objects with finish(): called after recovery
+    # mask holders: at_step(step) before each recovery step, finish() after recovery
+    hooks: list[Any] = field(default_factory=list)
 
 
 def _importance_batches(job: PruneJob, batch_size: int = 32) -> list[dict[str, torch.Tensor]]:
@@ -171,7 +172,8 @@ def _recover(job: PruneJob, teacher_dir: Path, enc: dict[str, EncodedSplit], wor
     result = distill_into(job.model, teacher, enc, job.data.num_labels, cfg, work_dir, seed=job.seed,
                           mapping=mapping, desc=f"recover ({job.cfg.method})", progress=progress,
                           teacher_train=teacher_train,
-                          select_from_step=max([getattr(h, "select_from_step", 0) for h in job.hooks] + [0]))
+                          select_from_step=max([h.select_from_step for h in job.hooks] + [0]),
+                          on_step=lambda step: [h.at_step(step) for h in job.hooks])
     return {"teacher": str(teacher_dir), "teacher_test": evaluate(teacher, enc["test"], job.data.num_labels),
             **result.metrics()}
 

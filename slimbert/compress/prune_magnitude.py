@@ -6,7 +6,8 @@ forward pre-hook multiplies the weights by their masks before every forward pass
 weights stay zero while the optimiser trains the rest. ``gradual`` follows Zhu & Gupta
 (2017): sparsity s_t = s_f * (1 - (1 - t / T)^3), recomputed from magnitudes every few
 steps and reaching the target at ``RAMP`` of the training steps, so the last part of
-recovery trains at the final sparsity. ``finish`` applies the final masks to the weights
+recovery trains at the final sparsity; the trainer's step drives the schedule (``at_step``),
+so a killed run resumes on the ramp where it stopped. ``finish`` applies the final masks to the weights
 the trainer kept and removes the hook: the zeros are permanent. With a gradual schedule the
 trainer only picks its best dev checkpoint from steps at the final sparsity.
 """
@@ -109,14 +110,23 @@ class MaskHolder:
                 self.masks[name] = self.masks[name].to(w.device)
             w.mul_(self.masks[name])
 
+    def at_step(self, step: int) -> None:
+        """Set the masks for training step ``step``; the trainer calls it before each step.
+
+        The masks at ``step`` are those of the last update step (every ``UPDATE_EVERY``
+        during the ramp): a pure function of the step, so a resumed run picks the ramp up
+        where it stopped. The checkpoint's weights are already zero where that update
+        pruned, so recomputing from their magnitudes gives back the same masks.
+        """
+        self.step = step
+        ramp = self._ramp()
+        update = step if step >= ramp else step - step % UPDATE_EVERY
+        target = cubic_sparsity(update, ramp, self.sparsity) if self.total_steps else self.sparsity
+        if target != self.current:
+            self.current = target
+            self.masks = magnitude_masks(self.weights, target, self.scope)
+
     def _before_forward(self, module, args) -> None:
-        if module.training and self.total_steps:
-            self.step += 1
-            if self.step % UPDATE_EVERY == 0 or self.step >= self._ramp():
-                target = cubic_sparsity(self.step, self._ramp(), self.sparsity)
-                if target != self.current:
-                    self.current = target
-                    self.masks = magnitude_masks(self.weights, target, self.scope)
         self._apply()
 
     def finish(self) -> dict[str, Any]:

@@ -210,6 +210,7 @@ def train(
     desc: str = "train",
     progress: bool = True,
     select_from_step: int = 0,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the best-on-dev weights.
 
@@ -219,7 +220,10 @@ def train(
 
     Everything that learns must be a submodule of ``model`` (wrap the model, as
     distill.ProjectedStudent does): that is what checkpoints, resumes, keeps the best
-    weights and synchronises across processes. Training runs on the accelerator's device (a
+    weights and synchronises across processes. ``on_step(global_step)`` runs before each
+    optimiser step, including the first after a resume, so schedules that live outside the
+    optimiser (gradual pruning masks) follow the trainer's step, not a count of their own.
+    Training runs on the accelerator's device (a
     CUDA GPU when there is one and CPU is not forced); ``model`` comes back unwrapped, on the
     device it came on. ``loss_fn`` gets the batch on that device and must put its own tensors there too.
     Under a multi-process launch it gets the DDP-wrapped model and this process's rows of
@@ -297,6 +301,8 @@ def train(
         for step in range(state["step_in_epoch"], len(batches)):
             index, weight = shard(batches[step], rank, world)
             batch = {k: v.to(device) for k, v in to_tensors(collate(train_enc, index)).items()}
+            if on_step is not None:
+                on_step(state["global_step"])
             with accelerator.autocast():
                 loss = loss_fn(wrapped, batch, index)
             if weight != 1.0:

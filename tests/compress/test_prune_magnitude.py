@@ -48,7 +48,8 @@ def test_masks_hold_through_training_and_become_permanent(tmp_path):
     optim = torch.optim.SGD(model.parameters(), lr=0.1)
     ids = torch.randint(5, 30, (4, 8))
     model.train()
-    for _ in range(40):
+    for step in range(40):
+        holder.at_step(step)
         out = model(input_ids=ids, labels=torch.tensor([0, 1, 0, 1]))
         out.loss.backward()
         optim.step()
@@ -85,3 +86,35 @@ def test_two_four_is_exactly_half_and_one_shot():
     with pytest.raises(ValueError, match="2:4"):
         PruneConfig(method="magnitude", scope="2:4", sparsity=0.5, schedule="gradual")
     PruneConfig(method="magnitude", scope="2:4", sparsity=0.5)
+
+
+def test_killed_gradual_run_resumes_on_the_ramp_where_it_stopped(sentiment_csv, tiny_encoder, tmp_path):
+    """The masks follow the trainer's step: a resumed run ends with the uninterrupted run's weights."""
+    from slimbert.compress.trainer import TrainConfig, train
+    from slimbert.data import DatasetConfig, encode_split, load_dataset
+    from slimbert.models import load_classifier, load_tokenizer
+    from tests.compress.test_trainer import Killed, ce_loss
+
+    data = load_dataset(DatasetConfig(source=str(sentiment_csv)))
+    enc = {k: encode_split(load_tokenizer(tiny_encoder), v, 32) for k, v in data.splits.items()}
+    cfg = TrainConfig(epochs=3, lr=5e-4, batch_size=16, checkpoint_every=5, patience=0)
+    labels = enc["train"].labels
+    total = 3 * -(-len(enc["train"]) // 16)
+
+    def run(work, loss_fn):
+        torch.manual_seed(0)
+        model = load_classifier(tiny_encoder, data.label_names)
+        holder = MaskHolder(model, 0.7, "global", total_steps=total)
+        train(model, enc["train"], enc["dev"], 2, cfg, loss_fn, work, seed=3, progress=False,
+              select_from_step=holder.select_from_step, on_step=holder.at_step)
+        holder.finish()
+        return model, holder
+
+    reference, _ = run(tmp_path / "ref", ce_loss(labels))
+    with pytest.raises(Killed):  # dies after the checkpoint at step 25, on the ramp
+        run(tmp_path / "work", ce_loss(labels, kill_at=28, seen=[]))
+    resumed, holder = run(tmp_path / "work", ce_loss(labels))
+    assert holder.select_from_step > 28  # the kill came on the ramp
+    assert holder.step == total - 1
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
