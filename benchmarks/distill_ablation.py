@@ -13,7 +13,8 @@ same initialisation (the teacher's layers: 0,2,4 / 0,3 / 0):
 - ``inter``: + hidden-state cosine and MiniLM attention KL (uniform layer map);
 - ``aug``: + TinyBERT augmentation (embedding-neighbour word replacement, 2 copies per
   sentence, labelled by the teacher);
-- ``kd-aug4``: ``kd`` on 4 augmented copies per sentence, without the intermediate losses.
+- ``kd-aug4``, ``kd-aug8``: ``kd`` on 4 (8) augmented copies per sentence, without the
+  intermediate losses.
 Every student is its own stage, so an interrupted run resumes (finished stages are reused,
 an interrupted one continues from its checkpoint). The JSON is rewritten after each student.
 """
@@ -48,6 +49,9 @@ VARIANTS = {
     # soft targets alone on five times the examples (4 augmented copies per sentence)
     "kd-aug4": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
                 "augment": {"copies": 4}, "epochs": 3, "evals_per_epoch": 4},
+    # does the gain keep growing with the number of copies?
+    "kd-aug8": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
+                "augment": {"copies": 8}, "epochs": 3, "evals_per_epoch": 4},
 }
 
 
