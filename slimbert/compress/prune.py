@@ -4,8 +4,10 @@ Methods (``PRUNE_METHODS``): ``vocab`` drops embedding rows the task never uses 
 on the task's texts, no training), ``structured`` removes attention heads and FFN neurons
 by importance (smaller matrices: faster everywhere), ``magnitude`` zeroes the smallest
 weights (one-shot or gradually during recovery; smaller only when compressed or run on a
-sparse kernel). Recovery is knowledge distillation (``distill_into``) from a teacher: by
-default the unpruned input itself, or an earlier stage / model folder named in
+sparse kernel), ``movement`` zeroes those that distillation pushes toward zero (scores
+learned during recovery, Sanh et al. 2020). Recovery is knowledge distillation
+(``distill_into``) from a teacher: by default the unpruned input itself, or an earlier
+stage / model folder named in
 ``recovery.teacher``. Every run ends with the sparsity report before and after, which is
 the stage's metrics and so lands in the artifact manifest.
 """
@@ -13,6 +15,7 @@ the stage's metrics and so lands in the artifact manifest.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,7 @@ class RecoveryConfig(KDConfig):
 class PruneConfig:
     """What to prune and how much; ``recovery`` (optional) trains the pruned model back."""
 
-    method: Literal["vocab", "structured", "magnitude"] = "vocab"
+    method: Literal["vocab", "structured", "magnitude", "movement"] = "vocab"
     # vocab: the splits whose texts choose the kept tokens (test stays unseen, an honest
     # measure of new text), how often a token must occur there to be kept, and whether the
     # ASCII characters stay too, so unseen words split into pieces, not [UNK]
@@ -61,7 +64,7 @@ class PruneConfig:
     ffn_multiple: int = 1  # round the kept FFN size down to a multiple of this (faster GEMMs)
     importance: Literal["taylor", "magnitude"] = "taylor"
     importance_examples: int = 1024  # training examples the Taylor scores average over
-    # magnitude: fraction of encoder linear weights zeroed
+    # magnitude, movement: fraction of encoder linear weights zeroed
     sparsity: float = 0.5
     # global, per-layer, or 2:4 (2 of every 4 consecutive weights: NVIDIA sparse tensor cores)
     scope: Literal["global", "per-layer", "2:4"] = "global"
@@ -87,6 +90,10 @@ class PruneConfig:
         if self.method == "magnitude" and self.schedule == "gradual" and self.recovery is None:
             raise ValueError("schedule: gradual prunes during recovery training; add a `recovery:` "
                              "section (or use schedule: one-shot)")
+        if self.method == "movement" and (self.schedule != "gradual" or self.recovery is None
+                                          or self.scope == "2:4"):
+            raise ValueError("movement pruning learns which weights to keep while training: set "
+                             "schedule: gradual, a `recovery:` section, and scope: per-layer or global")
 
 
 @dataclass
@@ -140,18 +147,33 @@ def _prune_structured(job: PruneJob) -> dict[str, Any]:
                             batches=batches, loss_fn=_task_loss, ffn_multiple=job.cfg.ffn_multiple)
 
 
-def _prune_magnitude(job: PruneJob) -> dict[str, Any]:
-    from slimbert.compress.prune_magnitude import start_magnitude_pruning
+def recovery_steps(job: PruneJob) -> int:
+    """Optimiser steps of the recovery training: the span of a gradual schedule."""
+    rec = job.cfg.recovery
+    return math.ceil(len(job.data.splits["train"]) / rec.batch_size) * rec.epochs
 
-    holder, info = start_magnitude_pruning(job.model, job.cfg, job.data, job.max_length)
-    job.hooks.append(holder)
-    return info
+
+def _prune_magnitude(job: PruneJob) -> dict[str, Any]:
+    from slimbert.compress.prune_magnitude import MaskHolder
+
+    total = recovery_steps(job) if job.cfg.schedule == "gradual" else 0
+    job.hooks.append(MaskHolder(job.model, job.cfg.sparsity, job.cfg.scope, total))
+    return {"schedule": job.cfg.schedule, "schedule_steps": total}
+
+
+def _prune_movement(job: PruneJob) -> dict[str, Any]:
+    from slimbert.compress.prune_movement import MovementPruner
+
+    total = recovery_steps(job)
+    job.hooks.append(MovementPruner(job.model, job.cfg.sparsity, job.cfg.scope, total))
+    return {"schedule": job.cfg.schedule, "schedule_steps": total}
 
 
 PRUNE_METHODS: dict[str, Callable[[PruneJob], dict[str, Any]]] = {
     "vocab": _prune_vocab,
     "structured": _prune_structured,
     "magnitude": _prune_magnitude,
+    "movement": _prune_movement,
 }
 
 

@@ -29,14 +29,18 @@ RAMP = 0.7  # fraction of training steps over which gradual sparsity rises to th
 UPDATE_EVERY = 10  # training steps between mask updates
 
 
-def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The encoder layers' linear weights (embeddings, pooler and classifier stay dense)."""
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """The encoder layers' linear modules (embeddings, pooler and classifier stay dense)."""
     found = {}
     for i, layer in enumerate(find_layers(model)[2]):
         for name, module in layer.named_modules():
             if isinstance(module, nn.Linear):
-                found[f"layer.{i}.{name}.weight"] = module.weight
+                found[f"layer.{i}.{name}"] = module
     return found
+
+
+def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {f"{name}.weight": linear.weight for name, linear in prunable_linears(model).items()}
 
 
 def cubic_sparsity(step: int, total: int, final: float) -> float:
@@ -60,6 +64,23 @@ def semi_structured_mask(weight: torch.Tensor, keep: int = 2, group: int = 4) ->
     return mask.reshape(weight.shape)
 
 
+def top_score_masks(scores: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
+    """Keep-masks dropping the ``sparsity`` fraction of lowest scores, globally or per tensor."""
+    if sparsity <= 0:
+        return {k: torch.ones_like(s, dtype=torch.bool) for k, s in scores.items()}
+    if scope == "global":
+        flat = torch.cat([s.detach().flatten() for s in scores.values()])
+        k = int(sparsity * flat.numel())
+        threshold = torch.kthvalue(flat, k).values if k else flat.min() - 1
+        return {name: s.detach() > threshold for name, s in scores.items()}
+    masks = {}
+    for name, s in scores.items():
+        k = int(sparsity * s.numel())
+        threshold = torch.kthvalue(s.detach().flatten(), k).values if k else s.detach().min() - 1
+        masks[name] = s.detach() > threshold
+    return masks
+
+
 def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: str) -> dict[str, torch.Tensor]:
     """Keep-masks zeroing the ``sparsity`` fraction of smallest |w|, globally or per tensor.
 
@@ -67,19 +88,7 @@ def magnitude_masks(weights: dict[str, torch.Tensor], sparsity: float, scope: st
     """
     if scope == "2:4":
         return {name: semi_structured_mask(w) for name, w in weights.items()}
-    if sparsity <= 0:
-        return {k: torch.ones_like(w, dtype=torch.bool) for k, w in weights.items()}
-    if scope == "global":
-        flat = torch.cat([w.detach().abs().flatten() for w in weights.values()])
-        k = int(sparsity * flat.numel())
-        threshold = torch.kthvalue(flat, k).values if k else flat.min() - 1
-        return {name: w.detach().abs() > threshold for name, w in weights.items()}
-    masks = {}
-    for name, w in weights.items():
-        k = int(sparsity * w.numel())
-        threshold = torch.kthvalue(w.detach().abs().flatten(), k).values if k else -1.0
-        masks[name] = w.detach().abs() > threshold
-    return masks
+    return top_score_masks({name: w.detach().abs() for name, w in weights.items()}, sparsity, scope)
 
 
 class MaskHolder:
@@ -141,13 +150,3 @@ class MaskHolder:
                 "prunable_params": total, "prunable_sparsity": round(zeros / total, 4),
                 # sparsity of the weights training ended with (gradual: the best checkpoint's)
                 "sparsity_at_best_checkpoint": round(held, 4), "training_steps_seen": self.step}
-
-
-def start_magnitude_pruning(model: nn.Module, cfg, data, max_length: int) -> tuple[MaskHolder, dict]:
-    """Attach masks for ``cfg`` (a PruneConfig); gradual schedules span the recovery's steps."""
-    total = 0
-    if cfg.schedule == "gradual":
-        rec = cfg.recovery
-        total = math.ceil(len(data.splits["train"]) / rec.batch_size) * rec.epochs
-    holder = MaskHolder(model, cfg.sparsity, cfg.scope, total)
-    return holder, {"schedule": cfg.schedule, "schedule_steps": total}

@@ -88,8 +88,11 @@ def test_two_four_is_exactly_half_and_one_shot():
     PruneConfig(method="magnitude", scope="2:4", sparsity=0.5)
 
 
-def test_killed_gradual_run_resumes_on_the_ramp_where_it_stopped(sentiment_csv, tiny_encoder, tmp_path):
+@pytest.mark.parametrize("criterion", ["magnitude", "movement"])
+def test_killed_gradual_run_resumes_on_the_ramp_where_it_stopped(criterion, sentiment_csv, tiny_encoder,
+                                                                 tmp_path):
     """The masks follow the trainer's step: a resumed run ends with the uninterrupted run's weights."""
+    from slimbert.compress.prune_movement import MovementPruner
     from slimbert.compress.trainer import TrainConfig, train
     from slimbert.data import DatasetConfig, encode_split, load_dataset
     from slimbert.models import load_classifier, load_tokenizer
@@ -104,7 +107,8 @@ def test_killed_gradual_run_resumes_on_the_ramp_where_it_stopped(sentiment_csv, 
     def run(work, loss_fn):
         torch.manual_seed(0)
         model = load_classifier(tiny_encoder, data.label_names)
-        holder = MaskHolder(model, 0.7, "global", total_steps=total)
+        holder = (MaskHolder(model, 0.7, "global", total_steps=total) if criterion == "magnitude"
+                  else MovementPruner(model, 0.7, "per-layer", total_steps=total))
         train(model, enc["train"], enc["dev"], 2, cfg, loss_fn, work, seed=3, progress=False,
               select_from_step=holder.select_from_step, on_step=holder.at_step)
         holder.finish()

@@ -22,6 +22,9 @@ def stages():
         {"type": "export-onnx", "name": "pruned-onnx"},
         {"type": "prune", "name": "sparse", "input": "teacher", "method": "magnitude",
          "sparsity": 0.5, "schedule": "gradual", "recovery": {"epochs": 2, **FAST_TRAIN}},
+        {"type": "prune", "name": "moved", "input": "teacher", "method": "movement", "scope": "per-layer",
+         "sparsity": 0.5, "schedule": "gradual", "recovery": {"epochs": 3, **FAST_TRAIN}},
+        {"type": "export-onnx", "name": "moved-onnx"},
     ]
 
 
@@ -60,6 +63,14 @@ def test_gradual_magnitude_pruning_reaches_its_sparsity(run):
     assert m["sparsity_at_best_checkpoint"] == pytest.approx(0.5, abs=0.01)  # picked after the ramp
     assert m["sparsity_report"]["after"]["zeros"] > 0.3 * m["sparsity_report"]["after"]["params"]
     assert m["recovery"]["teacher"].endswith("teacher")  # the unpruned input by default
+
+
+def test_movement_pruning_learns_its_masks_during_recovery(run):
+    _, _, result = run
+    m = result.artifact("moved").manifest.metrics
+    assert m["criterion"] == "movement" and m["prunable_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert m["test"]["accuracy"] >= 0.9  # the tiny task survives half its encoder weights
+    assert result.artifact("moved-onnx").manifest.metrics["validation"]["max_abs_diff"] < 1e-3
 
 
 def test_rerun_reuses_every_prune_stage(run):
