@@ -66,6 +66,8 @@ class PruneConfig:
     importance_examples: int = 1024  # training examples the Taylor scores average over
     # magnitude, movement: fraction of encoder linear weights zeroed
     sparsity: float = 0.5
+    # movement: scores start at |w| (magnitude's ranking, reordered by training) or at zero
+    movement_init: Literal["magnitude", "zero"] = "magnitude"
     # global, per-layer, or 2:4 (2 of every 4 consecutive weights: NVIDIA sparse tensor cores)
     scope: Literal["global", "per-layer", "2:4"] = "global"
     schedule: Literal["one-shot", "gradual"] = "one-shot"
@@ -165,7 +167,8 @@ def _prune_movement(job: PruneJob) -> dict[str, Any]:
     from slimbert.compress.prune_movement import MovementPruner
 
     total = recovery_steps(job)
-    job.hooks.append(MovementPruner(job.model, job.cfg.sparsity, job.cfg.scope, total))
+    job.hooks.append(MovementPruner(job.model, job.cfg.sparsity, job.cfg.scope, total,
+                                    init=job.cfg.movement_init))
     return {"schedule": job.cfg.schedule, "schedule_steps": total}
 
 

@@ -10,9 +10,15 @@ weight), so the trainer optimises, checkpoints, resumes and synchronises them li
 weight, and the dense weights behind the mask stay intact, so a weight masked early can
 come back when its score rises. This is the "hard" variant (a target sparsity, ``TopK``).
 
-Scores start at zero, all tied, so nothing is pruned during a warm-up (``WARMUP`` of the
-steps) while they learn; then the cubic schedule raises the sparsity to the target by
-``RAMP`` of the steps, as in magnitude pruning. ``finish`` bakes W * mask into plain
+Scores start at |W| by default, so the first masks are magnitude pruning's and training
+reorders them by movement (the optimiser moves a score by about lr per step, so over a
+recovery of ~1000 steps at lr 1e-4 movement can overturn magnitude differences of ~0.1,
+the size of typical BERT weights). The paper starts from zero, all scores tied, and learns
+them over 10 epochs from the pretrained encoder; on the default student's 4-epoch
+recovery that init (``init: zero``) pruned nearly at random once the ramp began (dev
+accuracy fell to 49% at 46% sparsity). Nothing is pruned during a warm-up (``WARMUP`` of
+the steps) while the scores learn; then the cubic schedule raises the sparsity to the
+target by ``RAMP`` of the steps, as in magnitude pruning. ``finish`` bakes W * mask into plain
 weights and removes the parametrizations: the saved model has no scores and plain keys.
 Ranking is per matrix by default (``scope: per-layer``), as in the paper; a global ranking
 of raw scores can empty whole matrices.
@@ -33,14 +39,16 @@ from slimbert.compress.prune_magnitude import RAMP, cubic_sparsity, prunable_lin
 log = logging.getLogger(__name__)
 
 WARMUP = 0.1  # fraction of training steps at 0% sparsity while the scores learn
+SCORE_INITS = ("magnitude", "zero")
 
 
 class MovementMask(nn.Module):
     """Parametrization W -> W * mask, with the mask's gradient passed straight to the scores."""
 
-    def __init__(self, weight: torch.Tensor):
+    def __init__(self, weight: torch.Tensor, init: str = "magnitude"):
         super().__init__()
-        self.scores = nn.Parameter(torch.zeros_like(weight))
+        start = weight.detach().abs().clone() if init == "magnitude" else torch.zeros_like(weight)
+        self.scores = nn.Parameter(start)
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool), persistent=False)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -53,17 +61,19 @@ class MovementPruner:
     """Scores and masks on a model's encoder linears through training; same interface as MaskHolder."""
 
     def __init__(self, model: nn.Module, sparsity: float, scope: str, total_steps: int,
-                 linears: dict[str, nn.Linear] | None = None):
+                 linears: dict[str, nn.Linear] | None = None, init: str = "magnitude"):
         if total_steps < 1:
             raise ValueError("movement pruning learns its scores while training: it needs a gradual "
                              "schedule with recovery steps")
+        if init not in SCORE_INITS:
+            raise ValueError(f"movement score init must be one of {', '.join(SCORE_INITS)}, got {init!r}")
         if scope not in ("per-layer", "global"):
             raise ValueError(f"movement pruning ranks per-layer or global, not {scope!r}")
         self.model, self.sparsity, self.scope, self.total_steps = model, sparsity, scope, total_steps
         self.linears = prunable_linears(model) if linears is None else linears  # default: the encoder's
         self.gates: dict[str, MovementMask] = {}
         for name, linear in self.linears.items():
-            parametrize.register_parametrization(linear, "weight", MovementMask(linear.weight))
+            parametrize.register_parametrization(linear, "weight", MovementMask(linear.weight, init))
             self.gates[name] = linear.parametrizations.weight[0]
         self.step = 0
         self.current = 0.0

@@ -16,7 +16,7 @@ def load(folder):
 def test_scores_get_the_straight_through_gradient_and_masked_weights_keep_their_values():
     torch.manual_seed(0)
     weight = torch.randn(4, 6)
-    gate = MovementMask(weight)
+    gate = MovementMask(weight, init="zero")
     gate.mask = torch.rand(4, 6) > 0.5
     dense = weight.clone().requires_grad_(True)
     upstream = torch.randn(4, 6)
@@ -34,7 +34,8 @@ def test_movement_prunes_weights_the_loss_pushes_to_zero_not_the_smallest():
     linear = nn.Linear(8, 8)
     with torch.no_grad():
         linear.weight.copy_(torch.where(pulled, size * 3, size * 0.1))  # the pulled ones are the largest
-    pruner = MovementPruner(linear, 0.5, "per-layer", total_steps=100, linears={"dense": linear})
+    pruner = MovementPruner(linear, 0.5, "per-layer", total_steps=100, linears={"dense": linear},
+                            init="zero")
     optim = torch.optim.AdamW(linear.parameters(), lr=1e-2, weight_decay=0.0)
     for step in range(100):
         pruner.at_step(step)
@@ -47,6 +48,16 @@ def test_movement_prunes_weights_the_loss_pushes_to_zero_not_the_smallest():
     kept = linear.weight != 0
     assert kept.float().mean() == pytest.approx(0.5, abs=0.02)
     assert (kept == ~pulled).float().mean() > 0.95  # the small, growing weights survive
+
+
+def test_magnitude_init_starts_from_magnitude_pruning():
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 16)
+    pruner = MovementPruner(linear, 0.5, "per-layer", total_steps=10, linears={"dense": linear})
+    pruner.at_step(10)  # past the ramp, before any training: the scores are still |w|
+    gate, dense = linear.parametrizations.weight[0], linear.parametrizations.weight.original.detach()
+    threshold = dense.abs().flatten().kthvalue(128).values
+    assert torch.equal(gate.mask, dense.abs() > threshold)
 
 
 def test_movement_pruning_through_training_leaves_a_plain_sparse_model(tmp_path):
