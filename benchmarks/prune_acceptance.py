@@ -6,12 +6,14 @@
 Starts from a finished default run (its teacher and 3-layer student, and its dataset
 settings from recipe.json) and runs one recipe through the engine: (a) vocab pruning of the
 student (tokens of the train and dev texts; also with tokens seen fewer than 2 or 3 times
-dropped, to show what a smaller file costs); (b) structured pruning (25% heads, 40% FFN
-neurons rounded to keep 896, Taylor scores) + recovery distillation from the teacher; (a)
-applied to (b) as an extra row. The unpruned student and the pruned models are exported with
-slimbert's ONNX exporter and benchmarked on ort-cpu (test accuracy, latency at batch 1, seq
-128). Latency ratios come from sessions measured in interleaved rounds in this one process
-(the machine is shared, so load drifts; interleaving spreads it evenly), next to the bench
+dropped, to show what a smaller file costs, and the min-3 cut retrained by distillation
+with its own tokenizer, beside the same retraining of the lossless cut as a control);
+(b) structured pruning (25% heads, 40% FFN neurons rounded to keep 896, Taylor scores) +
+recovery distillation from the teacher; (a) applied to (b) as an extra row. The unpruned
+student and the pruned models are exported with slimbert's ONNX exporter and benchmarked
+on ort-cpu (test accuracy, latency at batch 1, seq 128). Latency ratios come from sessions
+measured in interleaved rounds in this one process (the machine is shared, so load drifts;
+interleaving spreads it evenly), next to the bench
 stage's single pass. Writes the JSON with every ratio.
 """
 
