@@ -15,7 +15,6 @@ data split and the teacher, not the training code.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -23,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
 from slimbert.artifacts import write_json_atomic
+from slimbert.compress.student import build_student
 from slimbert.data import DatasetConfig, load_dataset
 from slimbert.schema import from_dict
 
@@ -53,9 +52,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(folder)
     teacher = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     torch.manual_seed(recipe["seed"])
-    student = copy.deepcopy(teacher)
-    student.base_model.encoder.layer = nn.ModuleList(student.base_model.encoder.layer[i] for i in args.layers)
-    student.config.num_hidden_layers = len(args.layers)
+    student = build_student(teacher, args.layers)  # the cut is not in question; the training is
 
     def encode(texts: list[str]) -> dict[str, torch.Tensor]:
         return tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="pt")

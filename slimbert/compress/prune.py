@@ -7,9 +7,8 @@ weights (one-shot or gradually during recovery; smaller only when compressed or 
 sparse kernel), ``movement`` zeroes those that distillation pushes toward zero (scores
 learned during recovery, Sanh et al. 2020). Recovery is knowledge distillation
 (``distill_into``) from a teacher: by default the unpruned input itself, or an earlier
-stage / model folder named in
-``recovery.teacher``. Every run ends with the sparsity report before and after, which is
-the stage's metrics and so lands in the artifact manifest.
+stage / model folder named in ``recovery.teacher``. Every run ends with the sparsity report
+before and after, which is the stage's metrics and so lands in the artifact manifest.
 """
 
 from __future__ import annotations
@@ -192,13 +191,18 @@ def _recover(job: PruneJob, teacher_dir: Path, enc: dict[str, EncodedSplit], wor
     teacher_train = None
     if teacher_tokenizer.get_vocab() != job.tokenizer.get_vocab():  # e.g. the student's vocab was pruned
         teacher_train = encode_split(teacher_tokenizer, job.data.splits["train"], job.max_length)
+
+    def at_step(step: int) -> None:  # gradual pruners follow the trainer's step
+        for hook in job.hooks:
+            hook.at_step(step)
+
     same_depth = teacher.config.num_hidden_layers == job.model.config.num_hidden_layers
     mapping = list(range(job.model.config.num_hidden_layers + 1)) if same_depth else None
     result = distill_into(job.model, teacher, enc, job.data.num_labels, cfg, work_dir, seed=job.seed,
                           mapping=mapping, desc=f"recover ({job.cfg.method})", progress=progress,
                           teacher_train=teacher_train,
                           select_from_step=max([h.select_from_step for h in job.hooks] + [0]),
-                          on_step=lambda step: [h.at_step(step) for h in job.hooks])
+                          on_step=at_step)
     return {"teacher": str(teacher_dir), "teacher_test": evaluate(teacher, enc["test"], job.data.num_labels),
             **result.metrics()}
 

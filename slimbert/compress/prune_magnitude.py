@@ -7,8 +7,8 @@ weights stay zero while the optimiser trains the rest. ``gradual`` follows Zhu &
 (2017): sparsity s_t = s_f * (1 - (1 - t / T)^3), recomputed from magnitudes every few
 steps and reaching the target at ``RAMP`` of the training steps, so the last part of
 recovery trains at the final sparsity; the trainer's step drives the schedule (``at_step``),
-so a killed run resumes on the ramp where it stopped. ``finish`` applies the final masks to the weights
-the trainer kept and removes the hook: the zeros are permanent. With a gradual schedule the
+so a killed run resumes on the ramp where it stopped. ``finish`` applies the final masks to
+the weights the trainer kept and removes the hook: the zeros are permanent. With a gradual schedule the
 trainer only picks its best dev checkpoint from steps at the final sparsity.
 """
 
@@ -41,6 +41,22 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     return {f"{name}.weight": linear.weight for name, linear in prunable_linears(model).items()}
+
+
+def ramp_steps(total_steps: int) -> int:
+    """Training steps a gradual schedule takes to reach its target sparsity."""
+    return max(1, math.floor(RAMP * total_steps))
+
+
+def sparsity_summary(weights: list[torch.Tensor], target: float, scope: str, held: float,
+                     steps: int) -> dict[str, Any]:
+    """The unstructured pruners' report, from the final (permanently zeroed) weights."""
+    total = sum(w.numel() for w in weights)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    return {"target_sparsity": target, "scope": scope,
+            "prunable_params": total, "prunable_sparsity": round(zeros / total, 4),
+            # sparsity of the weights training ended with (gradual: the best checkpoint's)
+            "sparsity_at_best_checkpoint": round(held, 4), "training_steps_seen": steps}
 
 
 def cubic_sparsity(step: int, total: int, final: float) -> float:
@@ -99,7 +115,7 @@ class MaskHolder:
         self.total_steps = total_steps  # 0: one-shot (final sparsity from the start)
         self.weights = prunable_weights(model)
         self.step = 0
-        self.current = cubic_sparsity(0, self._ramp(), sparsity) if total_steps else sparsity
+        self.current = cubic_sparsity(0, ramp_steps(total_steps), sparsity) if total_steps else sparsity
         self.masks = magnitude_masks(self.weights, self.current, scope)
         self._apply()
         self.handle = model.register_forward_pre_hook(self._before_forward)
@@ -107,10 +123,7 @@ class MaskHolder:
     @property
     def select_from_step(self) -> int:
         """First training step whose weights are at the final sparsity (0: one-shot)."""
-        return self._ramp() if self.total_steps else 0
-
-    def _ramp(self) -> int:
-        return max(1, math.floor(RAMP * self.total_steps))
+        return ramp_steps(self.total_steps) if self.total_steps else 0
 
     @torch.no_grad()
     def _apply(self) -> None:
@@ -128,7 +141,7 @@ class MaskHolder:
         pruned, so recomputing from their magnitudes gives back the same masks.
         """
         self.step = step
-        ramp = self._ramp()
+        ramp = ramp_steps(self.total_steps)
         update = step if step >= ramp else step - step % UPDATE_EVERY
         target = cubic_sparsity(update, ramp, self.sparsity) if self.total_steps else self.sparsity
         if target != self.current:
@@ -145,8 +158,4 @@ class MaskHolder:
         held = sum(int((w == 0).sum()) for w in self.weights.values()) / total
         self.masks = magnitude_masks(self.weights, self.sparsity, self.scope)
         self._apply()
-        zeros = sum(int((w == 0).sum()) for w in self.weights.values())
-        return {"target_sparsity": self.sparsity, "scope": self.scope,
-                "prunable_params": total, "prunable_sparsity": round(zeros / total, 4),
-                # sparsity of the weights training ended with (gradual: the best checkpoint's)
-                "sparsity_at_best_checkpoint": round(held, 4), "training_steps_seen": self.step}
+        return sparsity_summary(list(self.weights.values()), self.sparsity, self.scope, held, self.step)

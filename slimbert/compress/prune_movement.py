@@ -18,8 +18,8 @@ them over 10 epochs from the pretrained encoder; on the default student's 4-epoc
 recovery that init (``init: zero``) pruned nearly at random once the ramp began (dev
 accuracy fell to 49% at 46% sparsity). Nothing is pruned during a warm-up (``WARMUP`` of
 the steps) while the scores learn; then the cubic schedule raises the sparsity to the
-target by ``RAMP`` of the steps, as in magnitude pruning. ``finish`` bakes W * mask into plain
-weights and removes the parametrizations: the saved model has no scores and plain keys.
+target by ``RAMP`` of the steps, as in magnitude pruning. ``finish`` bakes W * mask into
+plain weights and removes the parametrizations: the saved model has no scores and plain keys.
 Ranking is per matrix by default (``scope: per-layer``), as in the paper; a global ranking
 of raw scores can empty whole matrices.
 """
@@ -34,7 +34,13 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from slimbert.compress.prune_magnitude import RAMP, cubic_sparsity, prunable_linears, top_score_masks
+from slimbert.compress.prune_magnitude import (
+    cubic_sparsity,
+    prunable_linears,
+    ramp_steps,
+    sparsity_summary,
+    top_score_masks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ class MovementPruner:
             raise ValueError(f"movement score init must be one of {', '.join(SCORE_INITS)}, got {init!r}")
         if scope not in ("per-layer", "global"):
             raise ValueError(f"movement pruning ranks per-layer or global, not {scope!r}")
-        self.model, self.sparsity, self.scope, self.total_steps = model, sparsity, scope, total_steps
+        self.sparsity, self.scope, self.total_steps = sparsity, scope, total_steps
         self.linears = prunable_linears(model) if linears is None else linears  # default: the encoder's
         self.gates: dict[str, MovementMask] = {}
         for name, linear in self.linears.items():
@@ -81,19 +87,18 @@ class MovementPruner:
     @property
     def select_from_step(self) -> int:
         """First training step whose weights are at the final sparsity."""
-        return self._ramp_end()
-
-    def _ramp_end(self) -> int:
-        return max(1, math.floor(RAMP * self.total_steps))
+        return ramp_steps(self.total_steps)
 
     def sparsity_at(self, step: int) -> float:
         start = math.floor(WARMUP * self.total_steps)
         if step < start:
             return 0.0
-        return cubic_sparsity(step - start, self._ramp_end() - start, self.sparsity)
+        return cubic_sparsity(step - start, ramp_steps(self.total_steps) - start, self.sparsity)
 
     @torch.no_grad()
     def _set_masks(self, sparsity: float) -> None:
+        if sparsity == self.current == 0:
+            return  # warm-up: the masks are still all ones
         scores = {name: gate.scores for name, gate in self.gates.items()}
         for name, mask in top_score_masks(scores, sparsity, self.scope).items():
             self.gates[name].mask = mask
@@ -115,10 +120,8 @@ class MovementPruner:
         self._set_masks(self.sparsity)
         for linear in self.linears.values():
             parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
-        weights = [linear.weight for linear in self.linears.values()]
-        total = sum(w.numel() for w in weights)
-        zeros = sum(int((w == 0).sum()) for w in weights)
-        log.info("movement pruning: %.1f%% of %d encoder linear weights zeroed", 100 * zeros / total, total)
-        return {"criterion": "movement", "target_sparsity": self.sparsity, "scope": self.scope,
-                "prunable_params": total, "prunable_sparsity": round(zeros / total, 4),
-                "sparsity_at_best_checkpoint": round(held, 4), "training_steps_seen": self.step}
+        summary = sparsity_summary([linear.weight for linear in self.linears.values()], self.sparsity,
+                                   self.scope, held, self.step)
+        log.info("movement pruning: %.1f%% of %d encoder linear weights zeroed",
+                 100 * summary["prunable_sparsity"], summary["prunable_params"])
+        return {"criterion": "movement", **summary}
