@@ -1,7 +1,8 @@
 """Issue 3 ablation: which distillation losses matter at 3, 2 and 1 layers.
 
     python benchmarks/distill_ablation.py --run <default run folder> [--out runs/distill-ablation]
-        [--depths 2 3 1] [--variants ce kd inter aug] [--results benchmarks/results/distill_ablation.json]
+        [--depths 2 3 1] [--variants ce kd inter aug] [--seeds 1 2 3]
+        [--results benchmarks/results/distill_ablation.json]
 
 Starts from the fine-tuned teacher of a finished default run (and its dataset settings from
 recipe.json), and distils one student per (depth, variant) through the engine, all from the
@@ -15,14 +16,20 @@ same initialisation (the teacher's layers: 0,2,4 / 0,3 / 0):
   sentence, labelled by the teacher);
 - ``kd-aug4``, ``kd-aug8``: ``kd`` on 4 (8) augmented copies per sentence, without the
   intermediate losses.
-Every student is its own stage, so an interrupted run resumes (finished stages are reused,
-an interrupted one continues from its checkpoint). The JSON is rewritten after each student.
+With ``--seeds``, each cell is trained once per training seed on the same split (the stage's
+``seed``; the recipe's seed still draws the split) and the table shows mean ± sd: one test
+split of 2114 sentences has a standard error of about 0.8 points, so single runs rank
+variants only roughly. Every student is its own stage, so an interrupted run resumes
+(finished stages are reused, an interrupted one continues from its checkpoint). The JSON is
+rewritten after each student.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -55,9 +62,10 @@ VARIANTS = {
 }
 
 
-def stage(depth: int, variant: str) -> dict:
-    return {"type": "distill", "name": f"student-{depth}l-{variant}", "input": "model",
-            "layers": LAYERS[depth], **TRAIN, **VARIANTS[variant]}
+def stage(depth: int, variant: str, seed: int | None = None) -> dict:
+    name = f"student-{depth}l-{variant}" + ("" if seed is None else f"-s{seed}")
+    return {"type": "distill", "name": name, "input": "model", "layers": LAYERS[depth], **TRAIN,
+            **VARIANTS[variant], **({} if seed is None else {"seed": seed})}
 
 
 def main() -> None:
@@ -66,48 +74,58 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/distill-ablation"))
     parser.add_argument("--depths", type=int, nargs="+", default=[2, 3, 1], choices=sorted(LAYERS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[None],
+                        help="training seeds per cell (default: the recipe's seed only)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args()
     base = json.loads((args.run / "recipe.json").read_text())
     rows = json.loads(args.results.read_text())["rows"] if args.results.is_file() else []
-    done = {(r["depth"], r["variant"]) for r in rows}
-    for depth in args.depths:
-        for variant in args.variants:
-            if (depth, variant) in done:
-                continue
-            recipe = recipe_from_dict({"name": "distill-ablation", "model": str(args.run / "teacher"),
-                                       "seed": base["seed"], "dataset": base["dataset"],
-                                       "stages": [stage(depth, variant)]})
-            start = time.perf_counter()
-            (result,) = run_recipe(recipe, args.out).stages
-            m = result.artifact.manifest.metrics
-            rows.append({"depth": depth, "variant": variant, "config": stage(depth, variant),
-                         "test_accuracy": m["test"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
-                         "teacher_test_accuracy": m["teacher_test"]["accuracy"],
-                         "retention": m["retention"], "dev_accuracy": m["dev"]["accuracy"],
-                         "train_examples": m["train_examples"], "steps": m["steps"],
-                         "train_seconds": m["train_seconds"],
-                         "wall_seconds": round(time.perf_counter() - start, 1),
-                         "params": m["params"]})
-            write_json_atomic(args.results, {"teacher": str(args.run / "teacher"), "rows": rows})
-            print(f"{depth}L {variant}: test {m['test']['accuracy']:.4f} "
-                  f"(retention {m['retention']:.4f})", flush=True)
+    done = {(r["depth"], r["variant"], r.get("seed")) for r in rows}
+    # seeds outermost: a run cut short still has every cell at the first seeds
+    for seed, depth, variant in itertools.product(args.seeds, args.depths, args.variants):
+        if (depth, variant, seed) in done:
+            continue
+        recipe = recipe_from_dict({"name": "distill-ablation", "model": str(args.run / "teacher"),
+                                   "seed": base["seed"], "dataset": base["dataset"],
+                                   "stages": [stage(depth, variant, seed)]})
+        start = time.perf_counter()
+        (result,) = run_recipe(recipe, args.out).stages
+        m = result.artifact.manifest.metrics
+        rows.append({"depth": depth, "variant": variant, "seed": seed, "config": stage(depth, variant, seed),
+                     "test_accuracy": m["test"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
+                     "teacher_test_accuracy": m["teacher_test"]["accuracy"],
+                     "retention": m["retention"], "dev_accuracy": m["dev"]["accuracy"],
+                     "train_examples": m["train_examples"], "steps": m["steps"],
+                     "train_seconds": m["train_seconds"],
+                     "wall_seconds": round(time.perf_counter() - start, 1),
+                     "params": m["params"]})
+        write_json_atomic(args.results, {"teacher": str(args.run / "teacher"), "rows": rows})
+        print(f"{depth}L {variant} seed {seed}: test {m['test']['accuracy']:.4f} "
+              f"(retention {m['retention']:.4f})", flush=True)
     print(markdown_table(rows))
     print(f"wrote {args.results}")
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """Test accuracy (retention) per depth and variant, as in README.md."""
+    """Test accuracy (retention) per depth and variant, as in README.md; mean ± sd over seeds."""
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
     lines = ["| student | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
     for depth in sorted({r["depth"] for r in rows}, reverse=True):
         cells = []
         for variant in variants:
-            row = next((r for r in rows if (r["depth"], r["variant"]) == (depth, variant)), None)
-            cells.append(f"{row['test_accuracy']:.2%} ({row['retention']:.1%})" if row else "")
+            cell = [r for r in rows if (r["depth"], r["variant"]) == (depth, variant)]
+            cells.append(_cell(cell) if cell else "")
         label = f"{depth} layer{'s' if depth > 1 else ''} ({', '.join(map(str, LAYERS[depth]))})"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(rows: list[dict]) -> str:
+    acc = [r["test_accuracy"] for r in rows]
+    retention = statistics.mean(r["retention"] for r in rows)
+    if len(rows) == 1:
+        return f"{acc[0]:.2%} ({retention:.1%})"
+    return f"{statistics.mean(acc):.2%} ± {statistics.stdev(acc):.2%} ({retention:.1%}, n={len(rows)})"
 
 
 if __name__ == "__main__":

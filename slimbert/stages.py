@@ -85,8 +85,9 @@ def _run_finetune(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_distill(ctx: StageContext) -> dict[str, Any]:
+    seed = ctx.seed if ctx.config.seed is None else ctx.config.seed
     return distill(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
-                   max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
+                   max_length=ctx.max_length, seed=seed, progress=ctx.progress)
 
 
 def _run_qat(ctx: StageContext) -> dict[str, Any]:

@@ -101,6 +101,25 @@ def test_data_change_invalidates_everything(tiny_encoder, sentiment_csv, tmp_pat
     assert [s.status for s in run_recipe(other, tmp_path, progress=False).stages] == ["ran"]
 
 
+def test_a_distill_stage_seed_varies_training_not_the_split(first_run, tiny_encoder, sentiment_csv):
+    """Seeds of one student are comparable: the recipe's seed draws the split, the stage's trains."""
+    from safetensors.torch import load_file
+
+    out, result = first_run
+    student = {"type": "distill", "epochs": 2, "input": "teacher", **FAST_TRAIN}
+    stages = full_stages()[:2] + [{**student, "name": "s-recipe-seed", "seed": 0},
+                                  {**student, "name": "s-seed-1", "seed": 1}]
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages))
+    again = run_recipe(recipe, out, progress=False)
+    same, other = again.artifact("s-recipe-seed"), again.artifact("s-seed-1")
+    weights = {name: load_file(again.artifact(name).path / "model.safetensors")
+               for name in ("student", "s-recipe-seed", "s-seed-1")}
+    assert all(weights["student"][k].equal(weights["s-recipe-seed"][k]) for k in weights["student"])
+    assert not all(weights["student"][k].equal(weights["s-seed-1"][k]) for k in weights["student"])
+    assert same.manifest.extra["dataset"] == other.manifest.extra["dataset"] == \
+        result.artifact("student").manifest.extra["dataset"]
+
+
 def test_quantize_without_onnx_input_is_a_recipe_error(tiny_encoder, sentiment_csv, tmp_path):
     from slimbert.errors import RecipeError
 

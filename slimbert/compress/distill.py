@@ -80,6 +80,9 @@ class DistillConfig(KDConfig):
     layer_map: list[int] | None = None  # teacher layer each student layer imitates; default uniform
     augment: AugmentConfig | None = None
     epochs: int = 4
+    # training seed (new layers' init, batch order, dropout, augmentation); None: the recipe's
+    # seed, which also draws the split, so seeds here vary training on one fixed split
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -102,6 +102,7 @@ class TorchCpuBf16Runtime(TorchRuntime):
 
 register(TorchRuntime("torch-cpu", "cpu", torch.float32, "PyTorch eager, fp32, CPU"))
 register(TorchCpuBf16Runtime("torch-cpu-bf16", "cpu", torch.bfloat16, "PyTorch eager, bf16, CPU"))
+register(TorchRuntime("torch-cuda", "cuda", torch.float32, "PyTorch eager, fp32, CUDA GPU"))
 register(TorchRuntime("torch-cuda-fp16", "cuda", torch.float16, "PyTorch eager, fp16, CUDA GPU"))
 register(TorchRuntime("torch-cuda-bf16", "cuda", torch.bfloat16, "PyTorch eager, bf16, CUDA GPU"))
 register(TorchFp8Runtime("torch-cuda-fp8", "cuda", torch.bfloat16,

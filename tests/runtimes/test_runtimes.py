@@ -8,8 +8,8 @@ from slimbert.runtimes import all_runtimes, get_runtime
 
 def test_registry_has_cpu_and_gpu_targets_with_reasons():
     runtimes = all_runtimes()
-    assert {"torch-cpu", "ort-cpu", "ort-cuda", "ort-tensorrt", "torch-cuda-fp16", "torch-cuda-bf16",
-            "torch-cuda-fp8", "tensorrt"} <= set(runtimes)
+    assert {"torch-cpu", "ort-cpu", "ort-cuda", "ort-tensorrt", "torch-cuda", "torch-cuda-fp16",
+            "torch-cuda-bf16", "torch-cuda-fp8", "tensorrt"} <= set(runtimes)
     assert runtimes["torch-cpu"].unavailable_reason() is None
     assert runtimes["ort-cpu"].unavailable_reason() is None
     if not torch.cuda.is_available():
@@ -33,8 +33,9 @@ def test_torch_session_runs_a_batch(tiny_classifier):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("target", "atol"), [("torch-cuda-fp16", 2e-2), ("torch-cuda-bf16", 6e-2)])
-def test_torch_cuda_half_precision_matches_cpu(tiny_classifier, target, atol):
+@pytest.mark.parametrize(("target", "atol"), [("torch-cuda", 1e-4), ("torch-cuda-fp16", 2e-2),
+                                                  ("torch-cuda-bf16", 6e-2)])
+def test_torch_cuda_matches_cpu(tiny_classifier, target, atol):
     ids = np.random.default_rng(0).integers(5, 30, size=(4, 16)).astype(np.int64)
     batch = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     cpu = get_runtime("torch-cpu").load(tiny_classifier).run(batch)
