@@ -15,7 +15,10 @@ same initialisation (the teacher's layers: 0,2,4 / 0,3 / 0):
 - ``aug``: + TinyBERT augmentation (embedding-neighbour word replacement, 2 copies per
   sentence, labelled by the teacher);
 - ``kd-aug4``, ``kd-aug8``: ``kd`` on 4 (8) augmented copies per sentence, without the
-  intermediate losses.
+  intermediate losses;
+- ``inter-aug4``: ``inter`` on 4 augmented copies per sentence;
+- ``tinybert-aug4``: TinyBERT's two phases on 4 augmented copies: first the hidden-state and
+  attention losses alone, then ``kd-aug4`` starting from that student.
 With ``--seeds``, each cell is trained once per training seed on the same split (the stage's
 ``seed``; the recipe's seed still draws the split) and the table shows mean ± sd: one test
 split of 2114 sentences has a standard error of about 0.8 points, so single runs rank
@@ -59,13 +62,36 @@ VARIANTS = {
     # does the gain keep growing with the number of copies?
     "kd-aug8": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
                 "augment": {"copies": 8}, "epochs": 3, "evals_per_epoch": 4},
+    "inter-aug4": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
+                   "alpha_hidden": 1.0, "alpha_attention": 1.0,
+                   "augment": {"copies": 4}, "epochs": 3, "evals_per_epoch": 4},
+    "tinybert-aug4": {"alpha_kd": 0.7, "alpha_ce": 0.3, "temperature": 2.0,
+                      "augment": {"copies": 4}, "epochs": 3, "evals_per_epoch": 4},
+}
+# variants trained in two stages: this first one, then the variant's own from its student
+FIRST_PHASE = {
+    # intermediate layers only; the head stays the teacher's until phase two, so no early stop
+    "tinybert-aug4": {"alpha_kd": 0.0, "alpha_ce": 0.0, "alpha_hidden": 1.0, "alpha_attention": 1.0,
+                      "augment": {"copies": 4}, "epochs": 3, "evals_per_epoch": 4, "patience": 0},
 }
 
 
-def stage(depth: int, variant: str, seed: int | None = None) -> dict:
+def stage(depth: int, variant: str, seed: int | None = None, *, first_phase: bool = False,
+          student_model: str | None = None) -> dict:
+    """The distill stage of one cell; ``student_model``: start from that student (phase two)."""
     name = f"student-{depth}l-{variant}" + ("" if seed is None else f"-s{seed}")
-    return {"type": "distill", "name": name, "input": "model", "layers": LAYERS[depth], **TRAIN,
-            **VARIANTS[variant], **({} if seed is None else {"seed": seed})}
+    settings = FIRST_PHASE[variant] if first_phase else VARIANTS[variant]
+    shape = {"student_model": student_model} if student_model else {"layers": LAYERS[depth]}
+    return {"type": "distill", "name": name + ("-phase1" if first_phase else ""), "input": "model",
+            **shape, **TRAIN, **settings, **({} if seed is None else {"seed": seed})}
+
+
+def distil(run: Path, base: dict, spec: dict, out: Path):
+    """Run one distill stage from ``run``'s teacher on its dataset; its artifact."""
+    recipe = recipe_from_dict({"name": "distill-ablation", "model": str(run / "teacher"),
+                               "seed": base["seed"], "dataset": base["dataset"], "stages": [spec]})
+    (result,) = run_recipe(recipe, out).stages
+    return result.artifact
 
 
 def main() -> None:
@@ -85,13 +111,14 @@ def main() -> None:
     for seed, depth, variant in itertools.product(args.seeds, args.depths, args.variants):
         if (depth, variant, seed) in done:
             continue
-        recipe = recipe_from_dict({"name": "distill-ablation", "model": str(args.run / "teacher"),
-                                   "seed": base["seed"], "dataset": base["dataset"],
-                                   "stages": [stage(depth, variant, seed)]})
         start = time.perf_counter()
-        (result,) = run_recipe(recipe, args.out).stages
-        m = result.artifact.manifest.metrics
-        rows.append({"depth": depth, "variant": variant, "seed": seed, "config": stage(depth, variant, seed),
+        student_model = None
+        if variant in FIRST_PHASE:
+            first = distil(args.run, base, stage(depth, variant, seed, first_phase=True), args.out)
+            student_model = str(first.path.resolve())
+        spec = stage(depth, variant, seed, student_model=student_model)
+        m = distil(args.run, base, spec, args.out).manifest.metrics
+        rows.append({"depth": depth, "variant": variant, "seed": seed, "config": spec,
                      "test_accuracy": m["test"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
                      "teacher_test_accuracy": m["teacher_test"]["accuracy"],
                      "retention": m["retention"], "dev_accuracy": m["dev"]["accuracy"],
