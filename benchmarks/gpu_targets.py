@@ -14,13 +14,12 @@ Writes the bench report, the GPU's name and the runtimes that could not run (wit
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from trained_run import TrainedRun, write_bench_summary
 
-from slimbert.artifacts import write_json_atomic
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import all_runtimes
@@ -31,15 +30,14 @@ ONNX_TARGETS = ["ort-cuda", "ort-tensorrt"]
 
 
 def build_recipe(run: Path, targets: list[str], with_onnx: bool) -> dict:
-    trained = json.loads((run / "recipe.json").read_text())
-    dataset = {k: v for k, v in trained["dataset"].items() if v is not None}
-    teacher, student = str((run / "teacher").resolve()), str((run / "student").resolve())
+    trained = TrainedRun.load(run)
+    teacher, student = trained.teacher, trained.student
     stages = [{"type": "export-onnx", "name": "student-onnx"}] if with_onnx else []
     stages.append({"type": "bench", "name": "bench", "reference": "teacher", "batch_sizes": [1, 32],
                    "seq_len": 128, "sweep_seq_lens": [32, 64, 128, 256], "warmup": 10,
                    "targets": targets,
                    "artifacts": [teacher, student] + (["student-onnx"] if with_onnx else [])})
-    return {"name": "gpu-targets", "model": student, "seed": trained["seed"], "dataset": dataset,
+    return {"name": "gpu-targets", "model": student, "seed": trained.seed, "dataset": trained.dataset,
             "stages": stages}
 
 
@@ -66,11 +64,8 @@ def main() -> None:
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "total_seconds": round(time.perf_counter() - start, 1),
         "not_run": unavailable,
-        "bench": json.loads((args.out / "report.json").read_text()),
     }
-    write_json_atomic(args.results, summary)
-    print((args.out / "report.md").read_text())
-    print(f"wrote {args.results}")
+    write_bench_summary(args.out, args.results, summary)
 
 
 if __name__ == "__main__":

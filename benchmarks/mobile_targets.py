@@ -13,12 +13,12 @@ coverage included). Mobile rows run on this CPU with a phone's thread count.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
-from slimbert.artifacts import write_json_atomic
+from trained_run import TrainedRun, write_bench_summary
+
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 
@@ -26,11 +26,10 @@ RESULTS = Path(__file__).parent / "results" / "mobile_targets.json"
 
 
 def build_recipe(run: Path) -> dict:
-    trained = json.loads((run / "recipe.json").read_text())
-    dataset = {k: v for k, v in trained["dataset"].items() if v is not None}
-    teacher, student = str((run / "teacher").resolve()), str((run / "student").resolve())
+    trained = TrainedRun.load(run)
+    teacher, student = trained.teacher, trained.student
     return {
-        "name": "mobile-targets", "model": student, "seed": trained["seed"], "dataset": dataset,
+        "name": "mobile-targets", "model": student, "seed": trained.seed, "dataset": trained.dataset,
         "stages": [
             {"type": "export-onnx", "name": "student-onnx"},
             {"type": "quantize-onnx", "name": "student-int8", "input": "student-onnx"},
@@ -69,11 +68,8 @@ def main() -> None:
         "load_average_at_start": load_at_start, "load_average_at_end": os.getloadavg(),
         "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1),
                     "metrics": s.artifact.manifest.metrics} for s in result.stages if s.type != "bench"],
-        "bench": json.loads((args.out / "report.json").read_text()),
     }
-    write_json_atomic(args.results, summary)
-    print((args.out / "report.md").read_text())
-    print(f"wrote {args.results}")
+    write_bench_summary(args.out, args.results, summary)
 
 
 if __name__ == "__main__":
