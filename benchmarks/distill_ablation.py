@@ -112,10 +112,11 @@ def main() -> None:
         if (depth, variant, seed) in done:
             continue
         start = time.perf_counter()
-        student_model = None
+        student_model, first_phase = None, {}
         if variant in FIRST_PHASE:
             first = distil(args.run, base, stage(depth, variant, seed, first_phase=True), args.out)
             student_model = str(first.path.resolve())
+            first_phase = {"first_phase_train_seconds": first.manifest.metrics["train_seconds"]}
         spec = stage(depth, variant, seed, student_model=student_model)
         m = distil(args.run, base, spec, args.out).manifest.metrics
         rows.append({"depth": depth, "variant": variant, "seed": seed, "config": spec,
@@ -123,7 +124,7 @@ def main() -> None:
                      "teacher_test_accuracy": m["teacher_test"]["accuracy"],
                      "retention": m["retention"], "dev_accuracy": m["dev"]["accuracy"],
                      "train_examples": m["train_examples"], "steps": m["steps"],
-                     "train_seconds": m["train_seconds"],
+                     "train_seconds": m["train_seconds"], **first_phase,
                      "wall_seconds": round(time.perf_counter() - start, 1),
                      "params": m["params"]})
         write_json_atomic(args.results, {"teacher": str(args.run / "teacher"), "rows": rows})
