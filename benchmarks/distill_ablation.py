@@ -116,7 +116,8 @@ def main() -> None:
         if variant in FIRST_PHASE:
             first = distil(args.run, base, stage(depth, variant, seed, first_phase=True), args.out)
             student_model = str(first.path.resolve())
-            first_phase = {"first_phase_train_seconds": first.manifest.metrics["train_seconds"]}
+            first_phase = {"first_phase_train_seconds": first.manifest.metrics["train_seconds"],
+                           "first_phase_test_accuracy": first.manifest.metrics["test"]["accuracy"]}
         spec = stage(depth, variant, seed, student_model=student_model)
         m = distil(args.run, base, spec, args.out).manifest.metrics
         rows.append({"depth": depth, "variant": variant, "seed": seed, "config": spec,
