@@ -76,22 +76,21 @@ FIRST_PHASE = {
 }
 
 
-def stage(depth: int, variant: str, seed: int | None = None, *, first_phase: bool = False,
-          student_model: str | None = None) -> dict:
-    """The distill stage of one cell; ``student_model``: start from that student (phase two)."""
+def stages(depth: int, variant: str, seed: int | None = None) -> list[dict]:
+    """The distill stages of one cell: one, or two where the variant has a first phase."""
     name = f"student-{depth}l-{variant}" + ("" if seed is None else f"-s{seed}")
-    settings = FIRST_PHASE[variant] if first_phase else VARIANTS[variant]
-    shape = {"student_model": student_model} if student_model else {"layers": LAYERS[depth]}
-    return {"type": "distill", "name": name + ("-phase1" if first_phase else ""), "input": "model",
-            **shape, **TRAIN, **settings, **({} if seed is None else {"seed": seed})}
+    common = {"type": "distill", "input": "model", **TRAIN, **({} if seed is None else {"seed": seed})}
+    if variant not in FIRST_PHASE:
+        return [{**common, "name": name, "layers": LAYERS[depth], **VARIANTS[variant]}]
+    first = {**common, "name": f"{name}-phase1", "layers": LAYERS[depth], **FIRST_PHASE[variant]}
+    return [first, {**common, "name": name, "student_model": first["name"], **VARIANTS[variant]}]
 
 
-def distil(run: Path, base: dict, spec: dict, out: Path):
-    """Run one distill stage from ``run``'s teacher on its dataset; its artifact."""
+def distil(run: Path, base: dict, specs: list[dict], out: Path) -> list:
+    """Run distill stages from ``run``'s teacher on its dataset; their artifacts."""
     recipe = recipe_from_dict({"name": "distill-ablation", "model": str(run / "teacher"),
-                               "seed": base["seed"], "dataset": base["dataset"], "stages": [spec]})
-    (result,) = run_recipe(recipe, out).stages
-    return result.artifact
+                               "seed": base["seed"], "dataset": base["dataset"], "stages": specs})
+    return [result.artifact for result in run_recipe(recipe, out).stages]
 
 
 def main() -> None:
@@ -112,15 +111,15 @@ def main() -> None:
         if (depth, variant, seed) in done:
             continue
         start = time.perf_counter()
-        student_model, first_phase = None, {}
-        if variant in FIRST_PHASE:
-            first = distil(args.run, base, stage(depth, variant, seed, first_phase=True), args.out)
-            student_model = str(first.path.resolve())
-            first_phase = {"first_phase_train_seconds": first.manifest.metrics["train_seconds"],
-                           "first_phase_test_accuracy": first.manifest.metrics["test"]["accuracy"]}
-        spec = stage(depth, variant, seed, student_model=student_model)
-        m = distil(args.run, base, spec, args.out).manifest.metrics
-        rows.append({"depth": depth, "variant": variant, "seed": seed, "config": spec,
+        specs = stages(depth, variant, seed)
+        *first, last = distil(args.run, base, specs, args.out)
+        m = last.manifest.metrics
+        first_phase = {}
+        if first:
+            m1 = first[0].manifest.metrics
+            first_phase = {"first_phase_train_seconds": m1["train_seconds"],
+                           "first_phase_test_accuracy": m1["test"]["accuracy"]}
+        rows.append({"depth": depth, "variant": variant, "seed": seed, "config": specs[-1],
                      "test_accuracy": m["test"]["accuracy"], "test_macro_f1": m["test"]["macro_f1"],
                      "teacher_test_accuracy": m["teacher_test"]["accuracy"],
                      "retention": m["retention"], "dev_accuracy": m["dev"]["accuracy"],

@@ -184,7 +184,7 @@ def _plan(run: _Run, spec: StageSpec) -> _Plan:
     parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
         e.name: _input_fingerprint(e) for e in entries}
     references = {ref: run.resolve_reference(spec, ref)
-                  for ref in (stage.references(spec.config) if stage.references else [])}
+                  for ref in (stage.references(spec.config, run.done.keys()) if stage.references else [])}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
     inputs_hash = sha256_json({
         "format": FORMAT_VERSION, "type": spec.type, "config": to_dict(spec.config),

@@ -80,7 +80,7 @@ def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
 def _check_references(spec: StageSpec, index: int, seen: set[str], source: str, base_dir: Path) -> None:
     """Artifacts a config names (e.g. a recovery teacher) must exist before hours of training."""
     refs = STAGES[spec.type].references
-    for ref in refs(spec.config) if refs else []:
+    for ref in refs(spec.config, seen) if refs else []:
         path = Path(ref).expanduser()
         if ref in seen or ref == "model" or (path if path.is_absolute() else base_dir / path).is_dir():
             continue

@@ -8,7 +8,7 @@ the recipe parser, caching and the CLI pick it up without further changes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,9 @@ class StageType:
     output_kind: str
     run: Callable[[StageContext], dict[str, Any]]
     help: str
-    # names of further inputs the config refers to (earlier stages or model folders)
-    references: Callable[[Any], list[str]] | None = None
+    # (config, names of the earlier model stages) -> names of further inputs the config
+    # refers to (earlier stages or model folders)
+    references: Callable[[Any, Collection[str]], list[str]] | None = None
     # runs on every process of a multi-process launch (DDP); other stages run on the main one
     trains: bool = False
 
@@ -87,7 +88,14 @@ def _run_finetune(ctx: StageContext) -> dict[str, Any]:
 def _run_distill(ctx: StageContext) -> dict[str, Any]:
     seed = ctx.seed if ctx.config.seed is None else ctx.config.seed
     return distill(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
-                   max_length=ctx.max_length, seed=seed, progress=ctx.progress)
+                   max_length=ctx.max_length, seed=seed, progress=ctx.progress,
+                   student_dir=ctx.references.get(ctx.config.student_model))
+
+
+def _distill_references(cfg: DistillConfig, earlier: Collection[str]) -> list[str]:
+    # a student_model that names an earlier stage starts from that stage's student (TinyBERT's
+    # second phase); hub ids, folders and assets are the distill stage's own to resolve
+    return [cfg.student_model] if cfg.student_model in earlier else []
 
 
 def _run_qat(ctx: StageContext) -> dict[str, Any]:
@@ -102,7 +110,7 @@ def _run_prune(ctx: StageContext) -> dict[str, Any]:
                  teacher_dir=ctx.references[teacher] if teacher else None)
 
 
-def _prune_references(cfg: PruneConfig) -> list[str]:
+def _prune_references(cfg: PruneConfig, earlier: Collection[str]) -> list[str]:
     return [cfg.recovery.teacher] if cfg.recovery and cfg.recovery.teacher else []
 
 
@@ -157,7 +165,8 @@ STAGES: dict[str, StageType] = {
         StageType("finetune", FinetuneConfig, "hf-model", "hf-model", _run_finetune,
                   "fine-tune a pretrained encoder into a classifier (the teacher)", trains=True),
         StageType("distill", DistillConfig, "hf-model", "hf-model", _run_distill,
-                  "distil the input classifier into a shallower student", trains=True),
+                  "distil the input classifier into a shallower student",
+                  references=_distill_references, trains=True),
         StageType("prune", PruneConfig, "hf-model", "hf-model", _run_prune,
                   "prune vocabulary, heads/FFN neurons or weights, then recover by distillation",
                   references=_prune_references, trains=True),

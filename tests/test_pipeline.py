@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from slimbert.artifacts import sha256_json
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 from tests.conftest import launch, tiny_recipe
@@ -114,10 +115,36 @@ def test_a_distill_stage_seed_varies_training_not_the_split(first_run, tiny_enco
     same, other = again.artifact("s-recipe-seed"), again.artifact("s-seed-1")
     weights = {name: load_file(again.artifact(name).path / "model.safetensors")
                for name in ("student", "s-recipe-seed", "s-seed-1")}
-    assert all(weights["student"][k].equal(weights["s-recipe-seed"][k]) for k in weights["student"])
-    assert not all(weights["student"][k].equal(weights["s-seed-1"][k]) for k in weights["student"])
+    def gap(name):  # largest weight difference to the recipe-seeded student
+        return max((weights["student"][k] - weights[name][k]).abs().max().item() for k in weights[name])
+
+    # the same seed trains the same student (up to float reduction order in one process:
+    # measured 4e-5); another seed, another batch order (measured 1e-2)
+    assert gap("s-recipe-seed") < 1e-3 < 5e-3 < gap("s-seed-1")
     assert same.manifest.extra["dataset"] == other.manifest.extra["dataset"] == \
         result.artifact("student").manifest.extra["dataset"]
+
+
+def test_student_model_can_be_an_earlier_stage_tinybert_two_phases(first_run, tiny_encoder, sentiment_csv):
+    """Phase two starts from phase one's student and reruns when phase one changes."""
+    out, result = first_run
+    stages = full_stages()[:1]
+    phase1 = {"type": "distill", "name": "phase1", "input": "teacher", "layers": [0, 2], "epochs": 1,
+              "alpha_kd": 0.0, "alpha_ce": 0.0, "alpha_hidden": 1.0, "alpha_attention": 1.0, **FAST_TRAIN}
+    phase2 = {"type": "distill", "name": "phase2", "input": "teacher", "student_model": "phase1",
+              "epochs": 1, **FAST_TRAIN}
+
+    def run(first):
+        recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages + [first, phase2]))
+        return run_recipe(recipe, out, progress=False)
+
+    done = run(phase1)
+    manifest = done.artifact("phase2").manifest
+    assert manifest.parents.keys() == {"teacher", "phase1"}
+    assert manifest.parents["phase1"] == sha256_json(done.artifact("phase1").manifest.files)
+    assert manifest.metrics["student_model"] == "phase1" and manifest.metrics["teacher_layers"] is None
+    assert manifest.metrics["params"] == done.artifact("phase1").manifest.metrics["params"]
+    assert [s.status for s in run({**phase1, "epochs": 2}).stages] == ["reused", "ran", "ran"]
 
 
 def test_quantize_without_onnx_input_is_a_recipe_error(tiny_encoder, sentiment_csv, tmp_path):

@@ -76,7 +76,9 @@ class DistillConfig(KDConfig):
     # teacher layers to copy ("every-other", "first-<k>" or a list); with student_model,
     # layers of that model to keep (default: all)
     layers: LayerChoice | None = None
-    student_model: str | None = None  # a smaller pretrained model (hub id, folder, asset) as student
+    # the student to start from: a smaller pretrained model (hub id, folder, asset), or in a
+    # recipe an earlier distill stage's student (TinyBERT's two phases)
+    student_model: str | None = None
     layer_map: list[int] | None = None  # teacher layer each student layer imitates; default uniform
     augment: AugmentConfig | None = None
     epochs: int = 4
@@ -160,13 +162,13 @@ def _check_vocabulary(teacher_tokenizer, student_tokenizer, student_source: str,
 
 
 def _build_student(cfg: DistillConfig, teacher, teacher_dir: Path, tokenizer,
-                   data: TextClassificationData, attn: str | None):
+                   data: TextClassificationData, attn: str | None, student_dir: Path | None):
     """(student, teacher layers it was copied from or None) for either kind of student."""
     if cfg.student_model is None:
         depth = len(find_layers(teacher)[2])
         layers = resolve_layers("every-other" if cfg.layers is None else cfg.layers, depth)
         return build_student(teacher, layers), layers
-    source = resolve_model(cfg.student_model)
+    source = student_dir or resolve_model(cfg.student_model)
     _check_vocabulary(tokenizer, load_tokenizer(source), cfg.student_model, teacher_dir)
     student = load_classifier(source, label_names=data.label_names, attn_implementation=attn)
     if cfg.layers is not None:
@@ -184,8 +186,13 @@ def distill(
     max_length: int,
     seed: int = 0,
     progress: bool = True,
+    student_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Distil the classifier in ``teacher_dir`` into a student saved to ``out_dir``."""
+    """Distil the classifier in ``teacher_dir`` into a student saved to ``out_dir``.
+
+    ``student_dir``: where ``cfg.student_model`` is, when the caller has resolved it (the
+    pipeline does for an earlier stage's student).
+    """
     if not has_classification_head(teacher_dir):
         raise ModelError(
             f"the teacher {teacher_dir} has no sequence-classification head, so it has no "
@@ -203,7 +210,7 @@ def distill(
             hint="distil with the dataset the teacher was fine-tuned on.",
         )
     torch.manual_seed(seed)
-    student, copied = _build_student(cfg, teacher, teacher_dir, tokenizer, data, attn)
+    student, copied = _build_student(cfg, teacher, teacher_dir, tokenizer, data, attn, student_dir)
     t_depth, s_depth = len(find_layers(teacher)[2]), len(find_layers(student)[2])
     layer_map = cfg.layer_map or uniform_layer_map(s_depth, t_depth)
     _check_layer_map(layer_map, s_depth, t_depth)
