@@ -125,7 +125,9 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
 def _dataset_options(fn):
     options = [
         click.option("--dataset", "dataset_source", default="rt-snippets", show_default=True,
-                     help="Built-in name, a .csv/.tsv/.jsonl/.parquet file, or a hub dataset id."),
+                     help="Built-in name, a .csv/.tsv/.jsonl/.parquet file, or a hub dataset id. "
+                     "Without it, a model made by slimbert is evaluated on the dataset and split "
+                     "recorded in its manifest.json (never on its own training sentences)."),
         click.option("--text-column", default="text", show_default=True),
         click.option("--text-pair-column", default=None, help="Second text column for pair tasks."),
         click.option("--label-column", default="label", show_default=True),
@@ -137,13 +139,63 @@ def _dataset_options(fn):
     return fn
 
 
+# dataset option -> its key in a recipe's `dataset:` (the seed is the recipe's own)
+_DATASET_OPTIONS = {"dataset_source": "source", "text_column": "text", "text_pair_column": "text_pair",
+                    "label_column": "label", "max_length": "max_length", "seed": "seed"}
+
+
+def _recorded_dataset(model: str) -> tuple[dict[str, Any], int] | None:
+    """The dataset config and seed a run's artifact was made with, from its manifest.
+
+    Artifacts written before slimbert recorded the whole config still name a built-in or
+    hub source, its split fractions and its seed, which is enough to draw the same split.
+    """
+    from slimbert.artifacts import read_artifact
+
+    folder = Path(model).expanduser()
+    artifact = read_artifact(folder) if folder.is_dir() else None
+    if artifact is None:
+        return None
+    extra = artifact.manifest.extra
+    if "dataset_config" in extra:
+        return dict(extra["dataset_config"]), extra.get("seed", 0)
+    info = extra.get("dataset") or {}
+    if info.get("kind") not in ("builtin", "hub"):
+        return None
+    return {"source": info["source"], "split": info.get("split_fractions") or {}}, info.get("split_seed", 0)
+
+
+def _dataset_and_seed(model: str, kw: dict) -> tuple[dict[str, Any], int]:
+    """The dataset options, or, unless --dataset is given, the split MODEL was trained on.
+
+    Without this, benchmarking a run's student on the command line's default split would
+    score it partly on sentences it was trained on.
+    """
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = {name for name in _DATASET_OPTIONS if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    options = {key: kw[name] for name, key in _DATASET_OPTIONS.items()}
+    recorded = None if "dataset_source" in given else _recorded_dataset(model)
+    if recorded is None:
+        seed = options.pop("seed")
+        return options, seed
+    dataset, seed = recorded
+    for name in given:
+        if name == "seed":
+            seed = kw["seed"]
+        else:
+            dataset[_DATASET_OPTIONS[name]] = kw[name]
+    log.info("dataset: %s with the split recorded in %s/manifest.json (seed %s); --dataset picks "
+             "another", dataset.get("source") or dataset.get("train"), model, seed)
+    return dataset, seed
+
+
 def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
     from slimbert.recipe import recipe_from_dict
 
-    dataset = {"source": kw["dataset_source"], "text": kw["text_column"],
-               "text_pair": kw["text_pair_column"], "label": kw["label_column"],
-               "max_length": kw["max_length"]}
-    return recipe_from_dict({"name": stages[-1]["name"], "model": model, "seed": kw["seed"],
+    dataset, seed = _dataset_and_seed(model, kw)
+    return recipe_from_dict({"name": stages[-1]["name"], "model": model, "seed": seed,
                              "dataset": dataset, "stages": stages}, "command-line options")
 
 

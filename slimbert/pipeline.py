@@ -2,7 +2,8 @@
 
 A stage is skipped when its folder holds a manifest whose ``inputs_hash`` equals the hash
 of everything the stage would read now (its config, its input's content, the dataset's
-content, the seed). Interrupted training resumes from the checkpoint in ``.work/``.
+content, the seed), or which differs only by settings added to slimbert since, left at
+their defaults. Interrupted training resumes from the checkpoint in ``.work/``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 
 from slimbert import distributed
@@ -28,7 +29,7 @@ from slimbert.artifacts import (
     write_text_atomic,
 )
 from slimbert.bench.run import BenchEntry
-from slimbert.data import TextClassificationData, load_dataset
+from slimbert.data import TextClassificationData, load_dataset, with_absolute_paths
 from slimbert.errors import RecipeError
 from slimbert.models import model_fingerprint, resolve_model
 from slimbert.recipe import Recipe, StageSpec
@@ -186,12 +187,49 @@ def _plan(run: _Run, spec: StageSpec) -> _Plan:
     references = {ref: run.resolve_reference(spec, ref)
                   for ref in (stage.references(spec.config, run.done.keys()) if stage.references else [])}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
-    inputs_hash = sha256_json({
-        "format": FORMAT_VERSION, "type": spec.type, "config": to_dict(spec.config),
+    inputs_hash = _inputs_hash(run, spec.type, to_dict(spec.config), parents)
+    return _Plan(stage_input, entries, parents, references, inputs_hash)
+
+
+def _inputs_hash(run: _Run, stage_type: str, config: dict, parents: dict[str, str]) -> str:
+    return sha256_json({
+        "format": FORMAT_VERSION, "type": stage_type, "config": config,
         "parents": parents, "data": run.data.fingerprint,
         "max_length": run.recipe.dataset.max_length, "seed": run.recipe.seed,
     })
-    return _Plan(stage_input, entries, parents, references, inputs_hash)
+
+
+def _field_default(f: Field):
+    if f.default is not MISSING:
+        return to_dict(f.default)
+    if f.default_factory is not MISSING:
+        return to_dict(f.default_factory())
+    return _NO_DEFAULT
+
+
+_NO_DEFAULT = object()
+
+
+def _unchanged(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact) -> bool:
+    """Whether ``existing`` was made from the inputs the stage would read now.
+
+    Either its hash matches, or it predates settings that slimbert has since added to the
+    stage and that this recipe leaves at their defaults: a new version must not retrain a
+    student because its config gained an option nobody uses. Its recorded config (hashed
+    with today's other inputs) must then give its recorded hash, and every other setting
+    must be equal.
+    """
+    recorded = existing.manifest.inputs_hash
+    if recorded == plan.inputs_hash:
+        return True
+    old, now = existing.manifest.config, to_dict(spec.config)
+    added = now.keys() - old.keys()
+    if not added or old.keys() - now.keys() or any(old[k] != now[k] for k in old):
+        return False
+    defaults = {f.name: _field_default(f) for f in fields(spec.config)}
+    if any(now[k] != defaults[k] for k in added):
+        return False
+    return _inputs_hash(run, spec.type, old, plan.parents) == recorded
 
 
 def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> StageContext:
@@ -213,6 +251,7 @@ def _produce(run: _Run, spec: StageSpec, plan: _Plan, dest: Path, work: Path) ->
             inputs_hash=plan.inputs_hash, config=to_dict(spec.config), parents=plan.parents,
             metrics=metrics,
             extra={"recipe": run.recipe.name, "seed": run.recipe.seed, "dataset": run.data.info,
+                   "dataset_config": to_dict(with_absolute_paths(run.recipe.dataset, run.recipe.base_dir)),
                    "input": str(plan.input.path) if plan.input else None,
                    "base_model": run.recipe.model},
         )
@@ -265,7 +304,7 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             unread.clear()
             plan = _plan(run, spec)
             existing = read_artifact(dest)
-            reuse = bool(existing and existing.manifest.inputs_hash == plan.inputs_hash and not force
+            reuse = bool(existing and _unchanged(run, spec, plan, existing) and not force
                          and spec.name not in rerun
                          and all((dest / f).is_file() for f in existing.manifest.files))
         if stage.trains:

@@ -104,6 +104,32 @@ def test_compress_export_bench_commands(tmp_path, tiny_encoder, sentiment_csv):
     assert metrics["mode"] == "static" and metrics["repair"]["tolerance_points"] == 1.0
 
 
+def test_a_run_artifact_is_benched_on_the_split_it_was_made_with(tmp_path, tiny_classifier, sentiment_csv,
+                                                                 monkeypatch):
+    """Without --dataset, bench must not score a run's model on its own training sentences."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "reviews.csv").write_text(sentiment_csv.read_text())
+    recipe = {"name": "r", "model": str(tiny_classifier), "seed": 3,
+              "dataset": {"source": "reviews.csv", "max_length": 32, "split": {"dev": 0.25, "test": 0.3}},
+              "stages": [{"type": "export-onnx", "name": "onnx"}]}
+    assert invoke("run", write_recipe(project, recipe), "--out", tmp_path / "run").exit_code == 0
+    recorded = json.loads((tmp_path / "run" / "onnx" / "manifest.json").read_text())["extra"]["dataset"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the recipe's relative file name must still be found
+    fast = ["--batch-sizes", "1", "--seq-len", "16"]
+    result = invoke("bench", tmp_path / "run" / "onnx", *fast, "--out", "b")
+    assert result.exit_code == 0, result.output
+    dataset = json.loads((elsewhere / "b" / "report.json").read_text())["dataset"]
+    assert dataset["fingerprint"] == recorded["fingerprint"]
+    assert dataset["examples"] == recorded["sizes"]["test"] == 120
+    result = invoke("bench", tmp_path / "run" / "onnx", *fast, "--dataset", sentiment_csv,
+                    "--max-length", 32, "--out", "b2")  # an explicit dataset is the user's choice
+    assert result.exit_code == 0, result.output
+    assert json.loads((elsewhere / "b2" / "report.json").read_text())["dataset"]["examples"] == 80
+
+
 def test_bad_set_syntax_and_unknown_setting(tmp_path, tiny_encoder):
     result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epochs")
     assert result.exit_code == 2 and "KEY=VALUE" in result.output

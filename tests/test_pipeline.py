@@ -102,6 +102,44 @@ def test_data_change_invalidates_everything(tiny_encoder, sentiment_csv, tmp_pat
     assert [s.status for s in run_recipe(other, tmp_path, progress=False).stages] == ["ran"]
 
 
+def _as_if_written_before(folder, setting: str) -> None:
+    """Rewrite a manifest as a slimbert whose stage config lacked ``setting`` would have."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["config"][setting]
+    manifest["inputs_hash"] = sha256_json({
+        "format": 1, "type": manifest["stage_type"], "config": manifest["config"],
+        "parents": manifest["parents"], "data": manifest["extra"]["dataset"]["fingerprint"],
+        "max_length": 32, "seed": manifest["extra"]["seed"],
+    })
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(("opset", "expected"), [(17, "reused"), (18, "ran")])
+def test_a_setting_added_since_the_artifact_was_made_reruns_only_when_used(
+        tiny_encoder, sentiment_csv, tmp_path, opset, expected):
+    """Upgrading slimbert must not retrain a stage because its config gained an unused option."""
+    stages = [{"type": "finetune", "name": "teacher", "epochs": 1, **FAST_TRAIN},
+              {"type": "export-onnx", "name": "onnx", "input": "teacher"}]
+    run_recipe(recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages)), tmp_path, progress=False)
+    _as_if_written_before(tmp_path / "onnx", "opset")
+    stages[1]["opset"] = opset  # 17 is the default
+    again = run_recipe(recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages)), tmp_path,
+                       progress=False)
+    assert [s.status for s in again.stages] == ["reused", expected]
+
+
+def test_a_setting_added_since_does_not_hide_a_changed_one(tiny_encoder, sentiment_csv, tmp_path):
+    stages = [{"type": "finetune", "name": "teacher", "epochs": 1, **FAST_TRAIN},
+              {"type": "export-onnx", "name": "onnx", "input": "teacher"}]
+    run_recipe(recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages)), tmp_path, progress=False)
+    _as_if_written_before(tmp_path / "onnx", "opset")
+    stages[1]["atol"] = 2e-3  # an old setting changed, the added one at its default
+    again = run_recipe(recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages)), tmp_path,
+                       progress=False)
+    assert [s.status for s in again.stages] == ["reused", "ran"]
+
+
 def test_a_distill_stage_seed_varies_training_not_the_split(first_run, tiny_encoder, sentiment_csv):
     """Seeds of one student are comparable: the recipe's seed draws the split, the stage's trains."""
     from safetensors.torch import load_file

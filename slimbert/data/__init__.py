@@ -1,7 +1,7 @@
 """Datasets for text classification: loading, splitting, tokenizing, scoring."""
 
 from slimbert.data.config import DatasetConfig, SplitFractions
-from slimbert.data.loading import Split, TextClassificationData, load_dataset
+from slimbert.data.loading import Split, TextClassificationData, load_dataset, with_absolute_paths
 from slimbert.data.metrics import classification_metrics
 from slimbert.data.tokenize import EncodedSplit, collate, encode_split, iterate_batches
 
@@ -16,4 +16,5 @@ __all__ = [
     "encode_split",
     "iterate_batches",
     "load_dataset",
+    "with_absolute_paths",
 ]

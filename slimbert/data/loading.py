@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,24 @@ def _read_hub(cfg: DatasetConfig) -> dict[str, RawSplit]:
         if texts:
             out[split] = (texts, pairs, labels)
     return out
+
+
+def with_absolute_paths(cfg: DatasetConfig, base: Path) -> DatasetConfig:
+    """``cfg`` with its file names made absolute, so that it reads the same from any folder.
+
+    Artifacts record this form: a later `slimbert bench` of a run's model, started
+    elsewhere, then evaluates on the very split the model was trained against.
+    """
+    def absolute(name: str | None) -> str | None:
+        if name is None or name in BUILTIN_DATASETS:
+            return name
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else base / path
+        return str(path.resolve()) if path.exists() else name
+
+    source = cfg.source if cfg.train is not None else absolute(cfg.source)
+    return replace(cfg, source=source, train=absolute(cfg.train), dev=absolute(cfg.dev),
+                               test=absolute(cfg.test))
 
 
 def _is_file_like(source: str) -> bool:
