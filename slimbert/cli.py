@@ -112,6 +112,23 @@ def run(obj: dict, recipe: Path | None, out: Path | None, force: bool, rerun: tu
     _print_run(run_recipe(parsed, out, force=force, rerun=rerun, progress=obj["progress"]))
 
 
+class IntList(click.ParamType):
+    """A comma-separated list of integers, e.g. 1,32."""
+
+    name = "N,N,..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            numbers = [int(part) for part in str(value).split(",")]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers, e.g. 1,32.", param, ctx)
+        if min(numbers) < 1:
+            self.fail(f"{value!r} has a number below 1.", param, ctx)
+        return numbers
+
+
 def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
     settings = {}
     for pair in pairs:
@@ -131,7 +148,8 @@ def _dataset_options(fn):
         click.option("--text-column", default="text", show_default=True),
         click.option("--text-pair-column", default=None, help="Second text column for pair tasks."),
         click.option("--label-column", default="label", show_default=True),
-        click.option("--max-length", default=128, show_default=True, help="Tokens per example."),
+        click.option("--max-length", type=click.IntRange(min=8), default=128, show_default=True,
+                     help="Tokens per example."),
         click.option("--seed", default=0, show_default=True),
     ]
     for option in reversed(options):
@@ -203,7 +221,7 @@ def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
 @click.option("--stage", type=click.Choice(["finetune", "distill", "prune", "quantize-torch"]), required=True,
               help="finetune: train a classifier head on MODEL. distill: shrink MODEL "
                    "(a fine-tuned classifier) into a student. prune: prune MODEL's vocabulary, "
-                   "heads/FFN neurons or weights (--set method=vocab|structured|magnitude). "
+                   "heads/FFN neurons or weights (--set method=vocab|structured|magnitude|movement). "
                    "quantize-torch: PT2E INT8 of MODEL as a .pt2 program (--set backend=torchao-x86|inc, "
                    "mode=static|dynamic, tolerance=POINTS).")
 @click.option("--model", required=True, help="Built-in name, hub id or local folder.")
@@ -221,7 +239,7 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
       slimbert compress --stage finetune --model minilm-l6 --set epochs=2
       slimbert compress --stage distill --model runs/compress/finetune --set layers=[0,3]
       slimbert compress --stage prune --model runs/compress/distill --set method=vocab
-      slimbert compress --stage quantize-torch --model runs/compress/distill \
+      slimbert compress --stage quantize-torch --model runs/compress/distill \\
           --set backend=inc --set tolerance=0.5
     """
     from slimbert.pipeline import run_recipe
@@ -258,7 +276,8 @@ EXPORT_FORMATS: dict[str, list[dict]] = {
 @click.option("--tolerance", type=float, default=None, metavar="POINTS",
               help="Largest dev-accuracy drop a quantized model may have; the most sensitive "
               "nodes stay fp32 until it holds.")
-@click.option("--opset", default=17, show_default=True)
+@click.option("--opset", type=click.IntRange(14, 21), default=17, show_default=True,
+              help="ONNX opset (19+ for FP8).")
 @_dataset_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/export"),
               show_default=True)
@@ -276,6 +295,11 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
     """
     from slimbert.pipeline import run_recipe
 
+    quantizes = any(s["type"] in ("quantize-onnx", "quantize-torch") for s in EXPORT_FORMATS[fmt])
+    if tolerance is not None and not quantizes:
+        raise click.UsageError(f"--tolerance bounds a quantized model's accuracy drop; --format {fmt} "
+                               "does not quantize (onnx-int8, onnx-int8-static, onnx-fp8, ort-mobile "
+                               "and pt2e-int8 do).")
     stages = []
     for stage in EXPORT_FORMATS[fmt]:
         stage = dict(stage)
@@ -291,19 +315,21 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
 @click.argument("artifacts", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--list-targets", is_flag=True, help="List runtimes and whether they run here.")
 @_dataset_options
-@click.option("--batch-sizes", default="1,32", show_default=True)
-@click.option("--seq-len", default=128, show_default=True)
-@click.option("--sweep-seq-lens", default=None, metavar="N,N,...",
+@click.option("--batch-sizes", type=IntList(), default="1,32", show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=2), default=128, show_default=True,
+              help="Tokens per example in the latency inputs.")
+@click.option("--sweep-seq-lens", type=IntList(), default=None,
               help="Also time every row at these sequence lengths (largest batch size): throughput "
               "over length.")
 @click.option("--targets", default=None,
               help="Comma-separated runtimes (default: every CPU and mobile one for each artifact).")
-@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads (default: all cores).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
               show_default=True)
 @click.pass_obj
-def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes: str,
-          seq_len: int, sweep_seq_lens: str | None, targets: str | None, threads: int | None,
+def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes: list[int],
+          seq_len: int, sweep_seq_lens: list[int] | None, targets: str | None, threads: int | None,
           out: Path, **kw) -> None:
     """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
 
@@ -325,8 +351,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
     from slimbert.pipeline import run_recipe
 
     stage = {"type": "bench", "name": "bench", "artifacts": [str(Path(a).resolve()) for a in artifacts],
-             "batch_sizes": [int(b) for b in batch_sizes.split(",")], "seq_len": seq_len,
-             "sweep_seq_lens": [int(n) for n in sweep_seq_lens.split(",")] if sweep_seq_lens else None,
+             "batch_sizes": batch_sizes, "seq_len": seq_len, "sweep_seq_lens": sweep_seq_lens,
              "threads": threads, "targets": targets.split(",") if targets else None}
     recipe = _one_stage_recipe(str(Path(artifacts[0]).resolve()), [stage], kw)
     _print_run(run_recipe(recipe, out, force=True, progress=obj["progress"]))
@@ -459,15 +484,14 @@ def _print_device_status(device, state) -> None:
         click.echo(f"{what + ':':<9} {label if bundle_id else 'none'}")
 
 
-def _remote_bench_config(report: Path | None, batch_sizes: str | None, seq_len: int | None,
+def _remote_bench_config(report: Path | None, batch_sizes: list[int] | None, seq_len: int | None,
                          threads: int | None):
     """Bench settings; by default those of the report the row joins, so the columns line up."""
     from slimbert.deploy.remote_bench import RemoteBenchConfig, load_report
 
     report_config = load_report(report)["config"] if report is not None else {}
     try:
-        sizes = ([int(b) for b in batch_sizes.split(",")] if batch_sizes
-                 else report_config.get("batch_sizes") or [1, 8])
+        sizes = batch_sizes or report_config.get("batch_sizes") or [1, 8]
         return RemoteBenchConfig(batch_sizes=sizes, seq_len=seq_len or report_config.get("seq_len") or 128,
                                  threads=threads)
     except ValueError as exc:
@@ -492,12 +516,13 @@ def _print_latency(row: dict[str, Any]) -> None:
 @click.option("--bench", is_flag=True, help="After installing, time the model on the device.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="REPORT.json",
               help="With --bench: add the device's row to this bench report (and its report.md).")
-@click.option("--batch-sizes", default=None, help="With --bench [default: the report's, else 1,8].")
+@click.option("--batch-sizes", type=IntList(), default=None,
+              help="With --bench [default: the report's, else 1,8].")
 @click.option("--seq-len", type=int, default=None, help="With --bench [default: the report's, else 128].")
-@click.option("--threads", type=int, default=None,
+@click.option("--threads", type=click.IntRange(min=1), default=None,
               help="With --bench [default: the device's, else all cores].")
 def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_status: bool, rollback: bool,
-           bench: bool, report: Path | None, batch_sizes: str | None, seq_len: int | None,
+           bench: bool, report: Path | None, batch_sizes: list[int] | None, seq_len: int | None,
            threads: int | None) -> None:
     """Install the ONNX ARTIFACT on a device over SSH or adb, safely, and benchmark it there.
 

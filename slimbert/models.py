@@ -17,6 +17,7 @@ from slimbert.errors import ModelError
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+EXPORTED_SUFFIXES = (".onnx", ".ort", ".pte", ".pt2", ".engine")  # artifacts made from a model, not one
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "model.safetensors", "model-*.safetensors"]
 
 
@@ -153,6 +154,15 @@ def load_classifier(folder: Path, label_names: list[str] | None = None,
         kwargs["ignore_mismatched_sizes"] = True
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).exists()), None)
     if weights is None and not list(folder.glob("*.safetensors")):
+        exported = next((f.name for f in sorted(folder.iterdir()) if f.suffix in EXPORTED_SUFFIXES), None)
+        if exported:
+            raise ModelError(
+                f"{folder} holds an exported model ({exported}), not PyTorch weights; this step "
+                "needs the PyTorch model it was exported from.",
+                hint="give the PyTorch folder (e.g. runs/default/student, not student-onnx); to "
+                "quantize an ONNX graph, use `slimbert export <pytorch folder> --format onnx-int8` "
+                "or a recipe's quantize-onnx stage with input: the ONNX stage.",
+            )
         raise ModelError(
             f"{folder} has no weights file ({' or '.join(WEIGHT_FILES)}).",
             hint="save the model with save_pretrained into that folder.",

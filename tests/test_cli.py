@@ -130,6 +130,30 @@ def test_a_run_artifact_is_benched_on_the_split_it_was_made_with(tmp_path, tiny_
     assert json.loads((elsewhere / "b2" / "report.json").read_text())["dataset"]["examples"] == 80
 
 
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["bench", "ARTIFACT", "--batch-sizes", "1,x"], "'1,x' is not a comma-separated list of integers"),
+    (["bench", "ARTIFACT", "--sweep-seq-lens", "16,abc"], "not a comma-separated list of integers"),
+    (["bench", "ARTIFACT", "--batch-sizes", "0"], "has a number below 1"),
+    (["bench", "ARTIFACT", "--threads", "-1"], "--threads"),
+    (["bench", "ARTIFACT", "--seq-len", "0"], "--seq-len"),
+    (["export", "ARTIFACT", "--opset", "5"], "--opset"),
+    (["export", "ARTIFACT", "--format", "onnx", "--tolerance", "0.5"], "does not quantize"),
+])
+def test_bad_option_values_are_usage_errors_naming_the_option(args, fragment, tiny_classifier, tmp_path):
+    result = invoke(*[tiny_classifier if a == "ARTIFACT" else a for a in args], "--out", tmp_path / "o")
+    assert_clean_error(result, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_exporting_an_exported_folder_names_the_pytorch_one(tmp_path, tiny_classifier):
+    import shutil
+
+    onnx = shutil.copytree(tiny_classifier, tmp_path / "student-onnx")
+    (onnx / "model.safetensors").rename(onnx / "model.onnx")  # what an export folder holds instead
+    result = invoke("export", onnx, "--out", tmp_path / "o")
+    assert_clean_error(result, "holds an exported model (model.onnx)", "needs the PyTorch model")
+
+
 def test_bad_set_syntax_and_unknown_setting(tmp_path, tiny_encoder):
     result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epochs")
     assert result.exit_code == 2 and "KEY=VALUE" in result.output

@@ -65,10 +65,47 @@ def default_targets(kind: str, devices: tuple[str, ...] = ("cpu", "mobile")) -> 
     return [r.name for r in runtimes if r.device in devices] or [r.name for r in runtimes]
 
 
-def _max_positions(path: Path) -> int | None:
+def _model_config(path: Path) -> dict[str, Any]:
     import json
 
-    config = json.loads((path / "config.json").read_text())
+    return json.loads((path / "config.json").read_text())
+
+
+def _check_labels(entry: BenchEntry, label_names: list[str]) -> None:
+    """A model scored on a dataset with other labels gives a meaningless accuracy: say so.
+
+    A different count is an error. Named labels in another order are an error too (the
+    columns would be read as the wrong classes). Names that merely differ (0/1 against
+    negative/positive) are matched by position, and the log says how.
+    """
+    id2label = _model_config(entry.path).get("id2label") or {}
+    names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    if not names:
+        return
+    if len(names) != len(label_names):
+        raise SlimbertError(
+            f"{entry.name} predicts {len(names)} labels ({', '.join(names)}) but the dataset has "
+            f"{len(label_names)} ({', '.join(label_names)}).",
+            hint="bench it on the dataset it was trained for (--dataset, or the recipe's dataset:), "
+            "or fine-tune it on this one first.",
+        )
+    folded, data_folded = [n.lower() for n in names], [n.lower() for n in label_names]
+    if folded == data_folded or all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        return
+    if sorted(folded) == sorted(data_folded):
+        raise SlimbertError(
+            f"{entry.name} orders its labels {', '.join(names)} but the dataset's label ids are "
+            f"{', '.join(label_names)}: its outputs would be scored as the wrong classes.",
+            hint="relabel the dataset column so that its sorted labels follow the model's order, "
+            "or fine-tune the model on this dataset.",
+        )
+    log.warning("%s's labels (%s) are not named as the dataset's (%s); they are matched by position: %s",
+                entry.name, ", ".join(names), ", ".join(label_names),
+                ", ".join(f"{d} -> {m}" for d, m in zip(label_names, names, strict=True)))
+
+
+def _max_positions(path: Path) -> int | None:
+    config = _model_config(path)
     positions = config.get("max_position_embeddings")
     if positions and config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # RoBERTa offsets positions by the padding index
@@ -122,6 +159,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
     split = data.splits[cfg.split]
     plan, unavailable = [], []
     for entry in entries:
+        _check_labels(entry, data.label_names)
         limit = _max_positions(entry.path)
         longest = max([cfg.seq_len, *(cfg.sweep_seq_lens or [])])
         if limit and longest > limit:
@@ -187,8 +225,9 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
     if ref_row is None:
         raise SlimbertError(f"bench reference {reference!r} is not among the benchmarked artifacts.")
     ref_b1 = {s["batch_size"]: s["p50_ms"] for s in ref_row["latency"]}.get(min(cfg.batch_sizes))
+    ref_accuracy = ref_row["accuracy"]["accuracy"]
     for row in rows:
-        row["retention"] = row["accuracy"]["accuracy"] / ref_row["accuracy"]["accuracy"]
+        row["retention"] = row["accuracy"]["accuracy"] / ref_accuracy if ref_accuracy > 0 else None
         own = {s["batch_size"]: s["p50_ms"] for s in row["latency"]}.get(min(cfg.batch_sizes))
         row["speedup_b1"] = ref_b1 / own if ref_b1 and own else None
     return {

@@ -98,7 +98,7 @@ def _read_table(path: Path) -> Any:
         raise DataError(
             f"dataset file {path} does not exist.",
             hint="check the path in the recipe's `dataset:` section (relative paths are "
-            "relative to the recipe file).",
+            "relative to the recipe file) or the --dataset option (relative to this folder).",
         )
     suffix = path.suffix.lower()
     try:
@@ -127,8 +127,9 @@ def _columns_from_frame(frame: Any, cfg: DatasetConfig, where: str) -> RawSplit:
         raise DataError(
             f"{where} has no column {missing[0]!r}; its columns are: "
             f"{', '.join(map(str, frame.columns))}.",
-            hint="set dataset.text / dataset.text_pair / dataset.label in the recipe "
-            "to the right column names.",
+            hint="set dataset.text / dataset.text_pair / dataset.label in the recipe (on the "
+            "command line: --text-column / --text-pair-column / --label-column) to the right "
+            "column names.",
         )
     frame = frame.dropna(subset=[cfg.label])
     texts = frame[cfg.text].fillna("").astype(str).tolist()

@@ -71,7 +71,8 @@ def test_missing_inventory_is_a_clean_error(tmp_path):
     (["--status", "--rollback"], "not --status and --rollback together"),
     (["--status", "--bench"], "--bench times a fresh deploy"),
     (["ARTIFACT", "--report", "r.json"], "go with --bench"),
-    (["ARTIFACT", "--bench", "--batch-sizes", "1,0"], "batch_sizes must be positive"),
+    (["ARTIFACT", "--bench", "--batch-sizes", "1,0"], "has a number below 1"),
+    (["ARTIFACT", "--bench", "--batch-sizes", "1,x"], "not a comma-separated list of integers"),
     (["ARTIFACT", "--bench", "--report", "missing.json"], "cannot read bench report"),
 ])
 def test_usage_errors_fail_before_connecting(args, fragment, onnx_artifact, tmp_path):

@@ -1,0 +1,54 @@
+"""run_bench: a model scored against another label set is refused or said to be matched."""
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
+from slimbert.data import DatasetConfig, load_dataset
+from slimbert.errors import SlimbertError
+from tests.conftest import make_sentences, write_csv
+
+FAST = BenchConfig(batch_sizes=[1], seq_len=8, warmup=0, min_iters=1, max_iters=1, budget_s=0.01)
+
+
+def bench(model, csv):
+    data = load_dataset(DatasetConfig(source=str(csv), max_length=16))
+    return run_bench([BenchEntry("model", model, "hf-model")], data, FAST, max_length=16, progress=False)
+
+
+def relabelled_csv(tmp_path, mapping):
+    rows = [(text, mapping[label]) for text, label in make_sentences(60, seed=3)]
+    return write_csv(tmp_path / "data.csv", rows)
+
+
+def test_a_dataset_with_more_classes_than_the_model_is_refused(tmp_path, tiny_classifier):
+    rows = make_sentences(60, seed=3) + [("plain words here", "neutral")] * 30
+    with pytest.raises(SlimbertError, match=r"predicts 2 labels \(neg, pos\) but the dataset has 3"):
+        bench(tiny_classifier, write_csv(tmp_path / "three.csv", rows))
+
+
+def test_the_same_labels_in_another_order_are_refused(tmp_path, tiny_classifier):
+    model = shutil.copytree(tiny_classifier, tmp_path / "model")
+    config = json.loads((model / "config.json").read_text())
+    config["id2label"], config["label2id"] = {"0": "pos", "1": "neg"}, {"pos": 0, "neg": 1}
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SlimbertError, match="orders its labels pos, neg"):
+        bench(model, relabelled_csv(tmp_path, {"neg": "neg", "pos": "pos"}))
+
+
+def test_differently_named_labels_are_matched_by_position_and_logged(tmp_path, tiny_classifier, caplog):
+    with caplog.at_level(logging.WARNING, logger="slimbert"):
+        report = bench(tiny_classifier, relabelled_csv(tmp_path, {"neg": 0, "pos": 1}))
+    assert "matched by position: 0 -> neg, 1 -> pos" in caplog.text
+    assert report["rows"][0]["accuracy"]["accuracy"] >= 0
+
+
+def test_retention_of_a_reference_that_scores_zero_is_left_blank(tmp_path, tiny_classifier, monkeypatch):
+    import slimbert.bench.run as run
+
+    monkeypatch.setattr(run, "classification_metrics", lambda *a, **k: {"accuracy": 0.0, "macro_f1": 0.0})
+    report = bench(tiny_classifier, relabelled_csv(tmp_path, {"neg": "neg", "pos": "pos"}))
+    assert report["rows"][0]["retention"] is None
