@@ -153,10 +153,13 @@ class _Run:
             path = path if path.is_absolute() else self.recipe.base_dir / path
             kind = detect_kind(path) if path.is_dir() else None
             if kind not in MODEL_KINDS:
+                what = (f"a {kind} folder, not a model" if kind else "a folder without a model"
+                        if path.is_dir() else "neither an earlier stage nor an existing folder")
+                earlier = f"; earlier stages: {', '.join(self.done)}" if self.done else ""
                 raise RecipeError(
-                    f"bench artifact {name!r} is neither an earlier stage nor a model folder "
-                    "(config.json + weights, or model.onnx).",
-                    hint=f"earlier stages: {', '.join(self.done) or 'none'}.",
+                    f"bench artifact {name!r} is {what}.",
+                    hint="give a model folder (config.json + weights, model.onnx, model.ort, "
+                    f"model.pte or model.pt2){earlier}.",
                 )
             entries.append(BenchEntry(path.name, path, kind))
         return entries

@@ -77,17 +77,25 @@ def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
     return StageSpec(type=kind, name=name, config=config, input=stage_input)
 
 
-def _check_references(spec: StageSpec, index: int, seen: set[str], source: str, base_dir: Path) -> None:
-    """Artifacts a config names (e.g. a recovery teacher) must exist before hours of training."""
+def _named_artifacts(spec: StageSpec, seen: set[str]) -> list[str]:
+    """Stages or folders a config names: references (e.g. a recovery teacher), benched artifacts."""
     refs = STAGES[spec.type].references
-    for ref in refs(spec.config, seen) if refs else []:
+    named = list(refs(spec.config, seen)) if refs else []
+    return named + list(getattr(spec.config, "artifacts", None) or [])
+
+
+def _check_references(spec: StageSpec, index: int, seen: set[str], source: str, base_dir: Path) -> None:
+    """Everything a stage names must exist before hours of the stages ahead of it run."""
+    for ref in _named_artifacts(spec, seen):
         path = Path(ref).expanduser()
         if ref in seen or ref == "model" or (path if path.is_absolute() else base_dir / path).is_dir():
             continue
+        close = difflib.get_close_matches(ref, sorted(seen), n=1)
         raise RecipeError(
             f"{source}: stages[{index}] ({spec.name}) refers to {ref!r}, which is neither an "
             f"earlier stage nor a model folder; earlier stages: {', '.join(sorted(seen)) or 'none'}.",
-            hint="name an earlier stage, or a folder with a saved model.",
+            hint=f"did you mean {close[0]!r}?" if close else "name an earlier stage, or a folder "
+            "with a saved model.",
         )
 
 

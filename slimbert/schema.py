@@ -40,6 +40,13 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _same_shape(value: Any, tp: Any) -> bool:
+    """Whether ``value`` is the kind of container ``tp`` is (a mapping for a dataclass)."""
+    if isinstance(value, dict):
+        return dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict
+    return isinstance(value, list) and typing.get_origin(tp) is list
+
+
 def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -50,10 +57,13 @@ def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
             try:
                 return _coerce(value, option, source, path)
             except RecipeError as exc:
-                errors.append(exc)
+                errors.append((option, exc))
+        shaped = [exc for option, exc in errors if _same_shape(value, option)]
+        if len(shaped) == 1:  # a mapping meant as the one mapping option: its own error names the key
+            raise shaped[0]
         raise RecipeError(
             f"{_where(source, path)} must be {_type_name(tp)}, got {value!r}.",
-            hint=errors[-1].hint if errors else None,
+            hint=errors[-1][1].hint if errors else None,
         )
     if origin is Literal:
         allowed = typing.get_args(tp)

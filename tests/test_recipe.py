@@ -100,3 +100,19 @@ def test_dataset_section_is_checked(tmp_path):
     assert "'labels'" in err.value.message and "label" in err.value.hint
     with pytest.raises(RecipeError, match="split fractions"):
         recipe_from_dict(base(dataset={"split": {"dev": 0.6, "test": 0.5}}))
+
+
+def test_a_typo_in_a_nested_optional_section_names_the_key():
+    stage = {"type": "prune", "method": "magnitude", "recovery": {"epoch": 1}}
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(base(stages=[{"type": "finetune", "name": "teacher"}, stage]))
+    assert "unknown key 'epoch' in stages[1] (prune).recovery" in err.value.message
+    assert "epochs" in err.value.hint
+
+
+def test_a_typo_in_bench_artifacts_fails_before_any_stage_runs():
+    stages = [{"type": "finetune", "name": "teacher"}, {"type": "export-onnx", "name": "static"},
+              {"type": "bench", "artifacts": ["teacher", "statc"]}]
+    with pytest.raises(RecipeError) as err:
+        recipe_from_dict(base(stages=stages))
+    assert "refers to 'statc'" in err.value.message and "'static'" in err.value.hint

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -105,3 +106,11 @@ def test_hub_id_offline_and_uncached_is_a_data_error():
 
 def test_info_is_json_serialisable(sentiment_csv):
     json.dumps(load_dataset(DatasetConfig(source=str(sentiment_csv))).info)
+
+
+def test_rows_without_a_label_are_left_out_and_counted(tmp_path, caplog):
+    rows = make_sentences(40, seed=2) + [("a sentence nobody labelled", "")] * 3
+    with caplog.at_level(logging.WARNING, logger="slimbert"):
+        data = load_dataset(DatasetConfig(source=str(write_csv(tmp_path / "d.csv", rows))))
+    assert sum(data.info["sizes"].values()) == 40
+    assert "3 of 43 rows have no 'label' and are left out" in caplog.text
