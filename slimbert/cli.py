@@ -83,7 +83,7 @@ def _print_run(result) -> None:
     click.echo()
     click.echo(f"run folder: {result.out_dir}")
     for stage in result.stages:
-        click.echo(f"  {stage.name:<16} {stage.type:<14} {stage.status:<7} {stage.seconds:7.1f}s  "
+        click.echo(f"  {stage.name:<16} {stage.type:<18} {stage.status:<7} {stage.seconds:7.1f}s  "
                    f"{stage.artifact.path}")
     if result.report_path is not None:
         click.echo()

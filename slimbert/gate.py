@@ -121,7 +121,10 @@ def select_row(report: dict[str, Any], artifact: str | None, target: str | None)
     skipped = [u for u in report.get("unavailable") or []
                if u.get("artifact") == artifact and target in (None, u.get("target"))]
     why = "".join(f" ({artifact} was not measured on {u.get('target')}: {u.get('reason')})" for u in skipped)
-    raise GateError(f"no row for {wanted} in the bench report{why}; available: {available}.", hint=hint)
+    name = f" {report['name']!r}" if report.get("name") else ""
+    raise GateError(f"no row for {wanted} in the bench report{name}{why}; available: {available}.",
+                    hint=hint + " A run folder's report.json is the last bench that ran there; each "
+                    "bench stage keeps its own in <run>/<stage>/report.json.")
 
 
 def _int_array(values: Any, what: str) -> np.ndarray:

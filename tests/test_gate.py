@@ -311,7 +311,8 @@ def test_cli_usage_errors_exit_2(tmp_path):
     assert_usage_error(invoke("--baseline", tmp_path / "missing.json"), "missing.json", "does not exist")
     assert_usage_error(invoke("--baseline", tmp_path / "bad.json"), "not valid JSON")
     assert_usage_error(invoke("--baseline", path, "--baseline-artifact", "student-onnx",
-                              "--candidate-artifact", "nope"), "no row for nope", "student-int8 on ort-cpu")
+                              "--candidate-artifact", "nope"), "no row for nope", "student-int8 on ort-cpu",
+                       "<run>/<stage>/report.json")
     assert_usage_error(invoke("--baseline", path, "--candidate", other_path, *pair),
                        "different dataset or split", "'test'", "'dev'")
     assert_usage_error(invoke("--baseline", path, "--baseline-artifact", "student-onnx"), "2 rows", "match")

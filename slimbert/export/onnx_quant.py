@@ -303,7 +303,8 @@ QUANTIZERS: dict[str, tuple[Callable[[QuantJob], dict[str, Any]], bool]] = {
 }
 
 
-def _already_quantized(path: Path) -> list[str]:
+def quantized_ops(path: Path) -> list[str]:
+    """The quantization op types in the ONNX graph at ``path`` (empty for a float graph)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -340,7 +341,7 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
     from slimbert.export.quant_repair import repair
     from slimbert.runtimes import get_runtime
 
-    already = _already_quantized(src_dir / ONNX_FILE)
+    already = quantized_ops(src_dir / ONNX_FILE)
     if already:
         raise ExportError(
             f"{src_dir / ONNX_FILE} is already quantized (it contains {', '.join(already)}).",

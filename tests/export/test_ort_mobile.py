@@ -22,12 +22,37 @@ from tests.conftest import tiny_recipe
 
 
 @pytest.fixture(scope="module")
-def int8_onnx(tiny_classifier, dev_enc, tmp_path_factory):
+def fp32_onnx(tiny_classifier, dev_enc, tmp_path_factory):
     fp32 = tmp_path_factory.mktemp("onnx")
     export_onnx(tiny_classifier, fp32, OnnxExportConfig(), dev_enc)
+    return fp32
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(fp32_onnx, dev_enc, tmp_path_factory):
     int8 = tmp_path_factory.mktemp("int8")
-    quantize_onnx(fp32, int8, OnnxQuantizeConfig(), dev_enc)
+    quantize_onnx(fp32_onnx, int8, OnnxQuantizeConfig(), dev_enc)
     return int8
+
+
+@pytest.mark.parametrize(("source", "agreement", "passes"), [
+    ("int8", 1.0, True),    # fusions move INT8 logits by ~0.1 on a real student, predictions stay
+    ("int8", 0.95, False),  # ... but not the predictions
+    ("fp32", 1.0, False),   # a float graph has no such excuse
+])
+def test_validation_of_an_int8_source_is_by_agreeing_predictions(source, agreement, passes, fp32_onnx,
+                                                                 int8_onnx, dev_enc, tmp_path, monkeypatch):
+    import slimbert.export.ort_mobile as ort_mobile
+
+    monkeypatch.setattr(ort_mobile, "compare_logits",
+                        lambda ref, cand: {"max_abs_diff": 0.05, "agreement": agreement})
+    src = int8_onnx if source == "int8" else fp32_onnx
+    if passes:
+        metrics = export_ort_mobile(src, tmp_path, OrtMobileConfig(), dev_enc)
+        assert metrics["validation"]["quantized_source"] is True
+    else:
+        with pytest.raises(ExportError, match="max .logit diff. 5.00e-02 > atol 0.001"):
+            export_ort_mobile(src, tmp_path, OrtMobileConfig(), dev_enc)
 
 
 def test_int8_graph_converts_with_reduced_build_config_and_coverage(int8_onnx, dev_enc, tmp_path):
