@@ -162,6 +162,8 @@ def artifact_writer(dest: Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in [*dest.parent.glob(f".tmp-{dest.name}-*"), *dest.parent.glob(f".old-{dest.name}-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a process killed outright (SIGKILL)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".tmp-{dest.name}-"))
     try:
         yield tmp

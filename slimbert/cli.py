@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +39,32 @@ def _setup_logging(verbosity: int) -> None:
         warnings.filterwarnings("ignore")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`kill`, a CI timeout or a scheduler stops slimbert as Ctrl-C does: half-written
+    artifacts are removed and the last training checkpoint is kept for the rerun."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class SlimbertGroup(click.Group):
     """Turns SlimbertErrors into a one-paragraph message and exit code, no traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        with _sigterm_as_interrupt():
+            return self._invoke(ctx)
+
+    def _invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except SlimbertError as exc:
@@ -96,19 +122,28 @@ def _print_run(result) -> None:
               help="Run folder (default: runs/<recipe name>).")
 @click.option("--force", is_flag=True, help="Rerun every stage even if its inputs are unchanged.")
 @click.option("--rerun", multiple=True, metavar="STAGE", help="Rerun this stage (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Only say which stages would be reused and which would "
+              "run, and why; nothing is run or written.")
 @click.pass_obj
-def run(obj: dict, recipe: Path | None, out: Path | None, force: bool, rerun: tuple[str, ...]) -> None:
+def run(obj: dict, recipe: Path | None, out: Path | None, force: bool, rerun: tuple[str, ...],
+        dry_run: bool) -> None:
     """Run every stage of RECIPE (default: the built-in default recipe).
 
     Stages whose inputs are unchanged since the last run are reused, and interrupted
     training resumes from its last checkpoint: rerunning the same command after a
-    failure or Ctrl-C continues where it stopped.
+    failure or Ctrl-C continues where it stopped. --dry-run shows that plan first.
     """
-    from slimbert.pipeline import run_recipe
+    from slimbert.pipeline import plan_recipe, run_recipe
     from slimbert.recipe import load_recipe
 
     parsed = load_recipe(recipe)
     out = out or Path("runs") / parsed.name
+    if dry_run:
+        click.echo(f"run folder: {out} (dry run: nothing is run or written)")
+        for stage in plan_recipe(parsed, out, force=force, rerun=rerun):
+            what = "reuse" if stage.reason is None else f"run    ({stage.reason})"
+            click.echo(f"  {stage.name:<16} {stage.type:<18} {what}")
+        return
     _print_run(run_recipe(parsed, out, force=force, rerun=rerun, progress=obj["progress"]))
 
 

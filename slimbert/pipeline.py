@@ -186,7 +186,8 @@ def _plan(run: _Run, spec: StageSpec) -> _Plan:
     stage_input = run.resolve_input(spec)
     entries = run.bench_entries(spec) if spec.type == "bench" else []
     parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
-        e.name: _input_fingerprint(e) for e in entries}
+        e.name: run.done[e.name].fingerprint if e.name in run.done else _input_fingerprint(e)
+        for e in entries}
     references = {ref: run.resolve_reference(spec, ref)
                   for ref in (stage.references(spec.config, run.done.keys()) if stage.references else [])}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
@@ -242,6 +243,62 @@ def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> 
                         {ref: r.path for ref, r in plan.references.items()})
 
 
+def _why_it_runs(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact | None, *, force: bool,
+                 rerun: tuple[str, ...]) -> str | None:
+    """Why the stage must run now; None when its finished artifact can be reused."""
+    if force:
+        return "--force"
+    if spec.name in rerun:
+        return "--rerun"
+    if existing is None:
+        return "no artifact yet"
+    if not _unchanged(run, spec, plan, existing):
+        return "its settings or inputs changed"
+    if not all((existing.path / f).is_file() for f in existing.manifest.files):
+        return "files of its artifact are missing"
+    return None
+
+
+def _check_rerun(recipe: Recipe, rerun: tuple[str, ...]) -> None:
+    unknown = [n for n in rerun if n not in {s.name for s in recipe.stages}]
+    if unknown:
+        raise RecipeError(f"--rerun names unknown stage {unknown[0]!r}; stages: "
+                          f"{', '.join(s.name for s in recipe.stages)}.")
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    type: str
+    reason: str | None  # why it would run; None: it would be reused
+
+
+def plan_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
+                rerun: tuple[str, ...] = ()) -> list[PlannedStage]:
+    """What ``run_recipe`` would do with ``out_dir``, without running or writing anything.
+
+    A stage downstream of one that runs is said to run after it: its input will be new
+    (a deterministic export may still come out identical and be reused then).
+    """
+    out_dir = Path(out_dir)
+    _check_rerun(recipe, rerun)
+    run = _Run(recipe, out_dir, progress=False)
+    planned: list[PlannedStage] = []
+    for spec in recipe.stages:
+        plan = _plan(run, spec)
+        existing = read_artifact(out_dir / spec.name)
+        waits = [p.name for p in planned if p.reason is not None and p.name in plan.parents]
+        reason = _why_it_runs(run, spec, plan, existing, force=force, rerun=rerun)
+        if reason is None and waits:
+            reason = f"after {', '.join(waits)}"
+        planned.append(PlannedStage(spec.name, spec.type, reason))
+        kind = STAGES[spec.type].output_kind
+        if kind in MODEL_KINDS:  # the artifact there now stands in for the one a run would make
+            fingerprint = sha256_json(existing.manifest.files) if existing else f"pending {spec.name}"
+            run.done[spec.name] = StageInput(spec.name, out_dir / spec.name, kind, fingerprint)
+    return planned
+
+
 def _produce(run: _Run, spec: StageSpec, plan: _Plan, dest: Path, work: Path) -> Artifact:
     """Run the stage into a temporary folder and rename it to ``dest`` (main process)."""
     stage = STAGES[spec.type]
@@ -282,10 +339,7 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
     their devices to the training stages and return an empty one.
     """
     out_dir = Path(out_dir)
-    unknown = [n for n in rerun if n not in {s.name for s in recipe.stages}]
-    if unknown:
-        raise RecipeError(f"--rerun names unknown stage {unknown[0]!r}; stages: "
-                          f"{', '.join(s.name for s in recipe.stages)}.")
+    _check_rerun(recipe, rerun)
     main = distributed.is_main()
     run = _Run(recipe, out_dir, progress and main)
     result = RunResult(out_dir)
@@ -307,9 +361,7 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             unread.clear()
             plan = _plan(run, spec)
             existing = read_artifact(dest)
-            reuse = bool(existing and _unchanged(run, spec, plan, existing) and not force
-                         and spec.name not in rerun
-                         and all((dest / f).is_file() for f in existing.manifest.files))
+            reuse = _why_it_runs(run, spec, plan, existing, force=force, rerun=rerun) is None
         if stage.trains:
             reuse = distributed.broadcast(reuse)  # one decision for all
         work = out_dir / ".work" / f"{spec.name}-{plan.inputs_hash[:12]}"

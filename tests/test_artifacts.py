@@ -34,3 +34,12 @@ def test_replacing_an_artifact_keeps_the_old_one_until_the_new_is_whole(tmp_path
 def test_writer_refuses_an_artifact_without_manifest(tmp_path):
     with pytest.raises(RuntimeError, match="without a manifest"), artifact_writer(tmp_path / "a") as tmp:
         (tmp / "f").write_text("x")
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_one(tmp_path):
+    for stale in (".tmp-art-x1y2", ".old-art-123", ".tmp-other-z"):
+        (tmp_path / stale).mkdir()
+        (tmp_path / stale / "weights.bin").write_bytes(b"half")
+    with artifact_writer(tmp_path / "art") as tmp:
+        finish_artifact(tmp, Manifest(kind="k", stage="s", stage_type="t", inputs_hash="h"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-other-z", "art"]  # not another stage's

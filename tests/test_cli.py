@@ -154,6 +154,27 @@ def test_exporting_an_exported_folder_names_the_pytorch_one(tmp_path, tiny_class
     assert_clean_error(result, "holds an exported model (model.onnx)", "needs the PyTorch model")
 
 
+def test_sigterm_stops_like_ctrl_c_keeping_finished_work(tmp_path, monkeypatch):
+    """A CI timeout or `kill` must clean up as Ctrl-C does, not die mid-write."""
+    import os
+    import signal
+    import time
+
+    import slimbert.pipeline
+
+    def killed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal interrupts this
+        raise AssertionError("SIGTERM did not interrupt the run")
+
+    monkeypatch.setattr(slimbert.pipeline, "run_recipe", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    result = invoke("run", "--out", tmp_path / "o")
+    assert result.exit_code == 130, result.output
+    assert "interrupted: finished stages are kept" in result.output
+    assert signal.getsignal(signal.SIGTERM) is before  # restored for the caller
+
+
 def test_bad_set_syntax_and_unknown_setting(tmp_path, tiny_encoder):
     result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epochs")
     assert result.exit_code == 2 and "KEY=VALUE" in result.output

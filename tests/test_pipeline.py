@@ -140,6 +140,30 @@ def test_a_setting_added_since_does_not_hide_a_changed_one(tiny_encoder, sentime
     assert [s.status for s in again.stages] == ["reused", "ran"]
 
 
+def test_a_dry_run_says_what_would_run_and_why_without_writing(tiny_encoder, sentiment_csv, tmp_path):
+    from slimbert.pipeline import plan_recipe
+
+    stages = [{"type": "finetune", "name": "teacher", "epochs": 1, **FAST_TRAIN},
+              {"type": "export-onnx", "name": "onnx"},
+              {"type": "quantize-onnx", "name": "int8"}]
+
+    def plan(**kw):
+        recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages))
+        return [(p.name, p.reason) for p in plan_recipe(recipe, tmp_path / "run", **kw)]
+
+    assert plan() == [(name, "no artifact yet") for name in ("teacher", "onnx", "int8")]
+    assert not (tmp_path / "run").exists()
+    run_recipe(recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, stages)), tmp_path / "run",
+               progress=False)
+    written = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert plan() == [("teacher", None), ("onnx", None), ("int8", None)]
+    assert plan(rerun=("teacher",)) == [("teacher", "--rerun"), ("onnx", "after teacher"),
+                                        ("int8", "after onnx")]
+    stages[1]["atol"] = 2e-3
+    assert plan() == [("teacher", None), ("onnx", "its settings or inputs changed"), ("int8", "after onnx")]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == written
+
+
 def test_a_distill_stage_seed_varies_training_not_the_split(first_run, tiny_encoder, sentiment_csv):
     """Seeds of one student are comparable: the recipe's seed draws the split, the stage's trains."""
     from safetensors.torch import load_file
