@@ -360,12 +360,15 @@ def export(obj: dict, model: str, fmt: str, tolerance: float | None, opset: int,
               help="Comma-separated runtimes (default: every CPU and mobile one for each artifact).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads (default: all cores).")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True,
+              help="Seconds of timing per row and batch size: runs are timed until it is spent "
+              "(at least 10, at most 200). Lower it for a quick look.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/bench"),
               show_default=True)
 @click.pass_obj
 def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes: list[int],
           seq_len: int, sweep_seq_lens: list[int] | None, targets: str | None, threads: int | None,
-          out: Path, **kw) -> None:
+          budget_s: float, out: Path, **kw) -> None:
     """Measure accuracy, latency (p50/p90/p99) and size of ARTIFACTS side by side.
 
     ARTIFACTS are model folders: PyTorch (config.json + weights), ONNX (model.onnx),
@@ -387,7 +390,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, batch_sizes
 
     stage = {"type": "bench", "name": "bench", "artifacts": [str(Path(a).resolve()) for a in artifacts],
              "batch_sizes": batch_sizes, "seq_len": seq_len, "sweep_seq_lens": sweep_seq_lens,
-             "threads": threads, "targets": targets.split(",") if targets else None}
+             "threads": threads, "budget_s": budget_s, "targets": targets.split(",") if targets else None}
     recipe = _one_stage_recipe(str(Path(artifacts[0]).resolve()), [stage], kw)
     _print_run(run_recipe(recipe, out, force=True, progress=obj["progress"]))
 

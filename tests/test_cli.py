@@ -119,11 +119,12 @@ def test_a_run_artifact_is_benched_on_the_split_it_was_made_with(tmp_path, tiny_
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # the recipe's relative file name must still be found
     fast = ["--batch-sizes", "1", "--seq-len", "16"]
-    result = invoke("bench", tmp_path / "run" / "onnx", *fast, "--out", "b")
+    result = invoke("bench", tmp_path / "run" / "onnx", *fast, "--budget-s", "0.01", "--out", "b")
     assert result.exit_code == 0, result.output
     dataset = json.loads((elsewhere / "b" / "report.json").read_text())["dataset"]
     assert dataset["fingerprint"] == recorded["fingerprint"]
     assert dataset["examples"] == recorded["sizes"]["test"] == 120
+    assert json.loads((elsewhere / "b" / "report.json").read_text())["config"]["budget_s"] == 0.01
     result = invoke("bench", tmp_path / "run" / "onnx", *fast, "--dataset", sentiment_csv,
                     "--max-length", 32, "--out", "b2")  # an explicit dataset is the user's choice
     assert result.exit_code == 0, result.output
