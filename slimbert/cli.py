@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from slimbert.errors import SlimbertError
 
@@ -165,12 +164,14 @@ class IntList(click.ParamType):
 
 
 def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from slimbert.schema import load_yaml
+
     settings = {}
     for pair in pairs:
         if "=" not in pair:
             raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--set")
         key, value = pair.split("=", 1)
-        settings[key.strip()] = yaml.safe_load(value)
+        settings[key.strip()] = load_yaml(value)
     return settings
 
 

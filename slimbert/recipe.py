@@ -16,7 +16,7 @@ import yaml
 
 from slimbert.data import DatasetConfig
 from slimbert.errors import RecipeError
-from slimbert.schema import from_dict, to_dict
+from slimbert.schema import from_dict, load_yaml, to_dict
 from slimbert.stages import STAGES
 
 
@@ -128,13 +128,13 @@ def load_recipe(path: Path | str | None = None) -> Recipe:
     """Read a recipe file; with no path, the built-in default recipe."""
     if path is None:
         text = resources.files("slimbert.recipes").joinpath("default.yaml").read_text()
-        return recipe_from_dict(yaml.safe_load(text), "default recipe")
+        return recipe_from_dict(load_yaml(text), "default recipe")
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist.",
                           hint="pass the path of a YAML recipe; examples/ has some.")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path} is not valid YAML: {exc}") from exc
     return recipe_from_dict(data, str(path), base_dir=path.parent.resolve())

@@ -9,13 +9,39 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
+import yaml
+
 from slimbert.errors import RecipeError
 
 T = TypeVar("T")
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML as a recipe writer means it: `scope: 2:4` is the text "2:4".
+
+    PyYAML follows YAML 1.1, where `2:4` is a base-60 integer (124); YAML 1.2 dropped that.
+    """
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe-like YAML (a file, or one --set value)."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _where(source: str, path: str) -> str:

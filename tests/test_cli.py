@@ -207,3 +207,10 @@ def test_export_ort_mobile_format(tmp_path, tiny_classifier, sentiment_csv):
                     "--max-length", 32, "--out", tmp_path)
     assert result.exit_code == 0, result.output
     assert {"model.ort", "required_operators.config"} <= {p.name for p in (tmp_path / "ort-mobile").iterdir()}
+
+
+def test_set_reads_values_as_a_recipe_does():
+    from slimbert.cli import _parse_sets
+
+    assert _parse_sets(("scope=2:4", "layers=[0,3]", "lr=5e-5", "epochs=2")) == {
+        "scope": "2:4", "layers": [0, 3], "lr": "5e-5", "epochs": 2}

@@ -116,3 +116,10 @@ def test_a_typo_in_bench_artifacts_fails_before_any_stage_runs():
     with pytest.raises(RecipeError) as err:
         recipe_from_dict(base(stages=stages))
     assert "refers to 'statc'" in err.value.message and "'static'" in err.value.hint
+
+
+def test_two_four_sparsity_is_text_not_a_base_60_number(tmp_path):
+    stage = {"type": "prune", "method": "magnitude", "scope": "2:4"}
+    path = write(tmp_path, yaml.safe_dump(base(stages=[stage])).replace("'2:4'", "2:4"))
+    assert "scope: 2:4\n" in path.read_text()  # unquoted, as the README writes it
+    assert load_recipe(path).stages[0].config.scope == "2:4"
