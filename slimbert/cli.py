@@ -107,9 +107,18 @@ def _print_run(result) -> None:
         return
     click.echo()
     click.echo(f"run folder: {result.out_dir}")
+    from slimbert.summary import stage_headline
+
+    warnings = []
     for stage in result.stages:
         click.echo(f"  {stage.name:<16} {stage.type:<18} {stage.status:<7} {stage.seconds:7.1f}s  "
                    f"{stage.artifact.path}")
+        headline, warning = stage_headline(stage.artifact)
+        if headline:
+            click.echo(f"  {'':<16} {headline}")
+        warnings += [warning] if warning else []
+    for warning in warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if result.report_path is not None:
         click.echo()
         click.echo(result.report_path.read_text())
@@ -265,9 +274,13 @@ def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Stage setting, e.g. --set epochs=2 --set layers=[0,3] (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/compress"),
-              show_default=True, help="Run folder; the artifact lands in OUT/<stage>.")
+              show_default=True, help="Run folder; the artifact lands in OUT/NAME.")
+@click.option("--name", default=None, metavar="NAME",
+              help="Artifact folder name in OUT [default: the stage, e.g. prune]. A rerun with other "
+              "settings replaces OUT/NAME: give another name to keep both.")
 @click.pass_obj
-def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path, **kw) -> None:
+def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path, name: str | None,
+             **kw) -> None:
     """Fine-tune, distil, prune or quantize (PT2E) one model (one recipe stage, from options).
 
     \b
@@ -280,7 +293,11 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
     """
     from slimbert.pipeline import run_recipe
 
-    recipe = _one_stage_recipe(model, [{"type": stage, "name": stage, **_parse_sets(sets)}], kw)
+    name = name or stage
+    if (out / name).resolve() == Path(model).expanduser().resolve():
+        raise click.UsageError(f"the result would replace its own input {model}; give another --name "
+                               "or --out.")
+    recipe = _one_stage_recipe(model, [{"type": stage, "name": name, **_parse_sets(sets)}], kw)
     _print_run(run_recipe(recipe, out, progress=obj["progress"]))
 
 

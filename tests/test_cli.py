@@ -85,6 +85,9 @@ def test_compress_export_bench_commands(tmp_path, tiny_encoder, sentiment_csv):
     assert result.exit_code == 0, result.output
     teacher = tmp_path / "c" / "finetune"
     assert json.loads((teacher / "manifest.json").read_text())["metrics"]["test"]["accuracy"] > 0.8
+    assert "test acc " in result.output  # the stage's headline under its row
+    result = invoke("compress", "--stage", "finetune", "--model", teacher, "--out", tmp_path / "c")
+    assert_clean_error(result, "would replace its own input")
     result = invoke("compress", "--stage", "distill", "--model", teacher, *common,
                     "--set", "layers=[0,3]", "--set", "epochs=1", "--out", tmp_path / "d")
     assert result.exit_code == 0, result.output

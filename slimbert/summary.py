@@ -1,0 +1,56 @@
+"""One line per finished stage: what it did to accuracy and size, for the terminal.
+
+The manifest holds everything; this picks what a user checks first after a command, so
+that a prune that destroyed the model is seen at once, not found later in a JSON file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slimbert.artifacts import Artifact
+
+LARGE_DROP_POINTS = 5.0  # a drop this large is called out as a warning
+
+
+def _pct(value: float) -> str:
+    return f"{value:.2%}"
+
+
+def _accuracy(metrics: dict[str, Any]) -> tuple[str, float | None]:
+    """The accuracy change the stage reports, and its drop in points (None: no change known)."""
+    test = (metrics.get("test") or {}).get("accuracy")
+    for before_key, before_label in (("test_before", ""), ("teacher_test", " (teacher)")):
+        before = (metrics.get(before_key) or {}).get("accuracy")
+        if test is not None and before is not None:
+            return f"test acc {_pct(before)}{before_label} -> {_pct(test)}", (before - test) * 100
+    if test is not None:
+        return f"test acc {_pct(test)}", None
+    dev, dev_fp32 = metrics.get("dev_accuracy"), metrics.get("dev_accuracy_fp32")
+    if dev is not None and dev_fp32 is not None:
+        return f"dev acc {_pct(dev_fp32)} -> {_pct(dev)}", (dev_fp32 - dev) * 100
+    validation = metrics.get("validation") or {}
+    if "max_abs_diff" in validation:
+        return (f"max |logit diff| {validation['max_abs_diff']:.1e}, "
+                f"{_pct(validation.get('agreement', 0))} agree"), None
+    return "", None
+
+
+def stage_headline(artifact: Artifact) -> tuple[str, str | None]:
+    """The stage's headline, and a warning when it lost a lot of accuracy."""
+    metrics = artifact.manifest.metrics or {}
+    accuracy, drop = _accuracy(metrics)
+    parts = [accuracy] if accuracy else []
+    params, params_before = metrics.get("params"), metrics.get("params_before")
+    if params and params_before and params != params_before:
+        parts.append(f"params {params_before / 1e6:.1f}M -> {params / 1e6:.1f}M")
+    if metrics.get("prunable_sparsity") is not None:
+        parts.append(f"sparsity {metrics['prunable_sparsity']:.0%} of prunable weights")
+    size = artifact.size_bytes()
+    if size and artifact.kind != "report":
+        parts.append(f"{size / 1e6:.1f} MB")
+    warning = None
+    if drop is not None and drop >= LARGE_DROP_POINTS:
+        warning = (f"{artifact.name} lost {drop:.1f} points of accuracy; check its settings "
+                   f"({artifact.path / 'manifest.json'} has the details).")
+    return ", ".join(parts), warning
