@@ -225,7 +225,17 @@ def _recorded_dataset(model: str) -> tuple[dict[str, Any], int] | None:
     info = extra.get("dataset") or {}
     if info.get("kind") not in ("builtin", "hub"):
         return None
-    return {"source": info["source"], "split": info.get("split_fractions") or {}}, info.get("split_seed", 0)
+    dataset = {"source": info["source"], "split": info.get("split_fractions") or {}}
+    seed = info.get("split_seed", 0)
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # the run's recipe: max_length
+        import json
+
+        recipe = json.loads((folder.parent / "recipe.json").read_text())
+        same = (recipe["dataset"]["source"] == dataset["source"] and recipe["seed"] == seed
+                and all(recipe["dataset"]["split"][k] == v for k, v in dataset["split"].items()))
+        if same:
+            dataset["max_length"] = recipe["dataset"]["max_length"]
+    return dataset, seed
 
 
 def _dataset_and_seed(model: str, kw: dict) -> tuple[dict[str, Any], int]:
