@@ -110,12 +110,13 @@ def _print_run(result) -> None:
     from slimbert.summary import stage_headline
 
     warnings = []
+    width = max([16, *(len(s.name) for s in result.stages)])
     for stage in result.stages:
-        click.echo(f"  {stage.name:<16} {stage.type:<18} {stage.status:<7} {stage.seconds:7.1f}s  "
+        click.echo(f"  {stage.name:<{width}} {stage.type:<18} {stage.status:<7} {stage.seconds:7.1f}s  "
                    f"{stage.artifact.path}")
         headline, warning = stage_headline(stage.artifact)
         if headline:
-            click.echo(f"  {'':<16} {headline}")
+            click.echo(f"  {'':<{width}} {headline}")
         warnings += [warning] if warning else []
     for warning in warnings:
         click.secho(f"warning: {warning}", fg="yellow", err=True)
@@ -148,9 +149,11 @@ def run(obj: dict, recipe: Path | None, out: Path | None, force: bool, rerun: tu
     out = out or Path("runs") / parsed.name
     if dry_run:
         click.echo(f"run folder: {out} (dry run: nothing is run or written)")
-        for stage in plan_recipe(parsed, out, force=force, rerun=rerun):
+        planned = plan_recipe(parsed, out, force=force, rerun=rerun)
+        width = max([16, *(len(s.name) for s in planned)])
+        for stage in planned:
             what = "reuse" if stage.reason is None else f"run    ({stage.reason})"
-            click.echo(f"  {stage.name:<16} {stage.type:<18} {what}")
+            click.echo(f"  {stage.name:<{width}} {stage.type:<18} {what}")
         return
     _print_run(run_recipe(parsed, out, force=force, rerun=rerun, progress=obj["progress"]))
 
@@ -186,7 +189,8 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 def _dataset_options(fn):
     options = [
-        click.option("--dataset", "dataset_source", default="rt-snippets", show_default=True,
+        click.option("--dataset", "dataset_source", default="rt-snippets",
+                     show_default="rt-snippets, or the one recorded with a slimbert model",
                      help="Built-in name, a .csv/.tsv/.jsonl/.parquet file, or a hub dataset id. "
                      "Without it, a model made by slimbert is evaluated on the dataset and split "
                      "recorded in its manifest.json (never on its own training sentences)."),

@@ -102,6 +102,9 @@ def _check_references(spec: StageSpec, index: int, seen: set[str], source: str, 
 def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = None) -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source} must be a YAML mapping with model, dataset and stages.")
+    if "stages" not in data and any(isinstance(v, dict) and "transport" in v for v in data.values()):
+        raise RecipeError(f"{source} is a devices file, not a recipe.",
+                          hint=f"use it with `slimbert deploy ARTIFACT --device NAME --devices {source}`.")
     top = from_dict(_TopLevel, data, source=source)
     if not top.stages:
         raise RecipeError(f"{source}: `stages` is empty; list at least one stage.")

@@ -123,3 +123,9 @@ def test_two_four_sparsity_is_text_not_a_base_60_number(tmp_path):
     path = write(tmp_path, yaml.safe_dump(base(stages=[stage])).replace("'2:4'", "2:4"))
     assert "scope: 2:4\n" in path.read_text()  # unquoted, as the README writes it
     assert load_recipe(path).stages[0].config.scope == "2:4"
+
+
+def test_a_devices_file_given_as_a_recipe_is_named_as_such():
+    with pytest.raises(RecipeError, match="is a devices file, not a recipe") as err:
+        load_recipe(ROOT / "examples/devices.yaml")
+    assert "slimbert deploy" in err.value.hint
