@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +46,15 @@ class RecoveryConfig(KDConfig):
     teacher: str | None = None  # earlier stage or model folder; None: the unpruned input
 
 
+# the settings each method reads; any other method's setting is a mistake if it is changed
+METHOD_SETTINGS = {
+    "vocab": {"vocab_splits", "vocab_min_count", "keep_ascii_chars"},
+    "structured": {"heads_fraction", "ffn_fraction", "ffn_multiple", "importance", "importance_examples"},
+    "magnitude": {"sparsity", "scope", "schedule"},
+    "movement": {"sparsity", "scope", "schedule", "movement_init"},
+}
+
+
 @dataclass
 class PruneConfig:
     """What to prune and how much; ``recovery`` (optional) trains the pruned model back."""
@@ -73,6 +82,7 @@ class PruneConfig:
     recovery: RecoveryConfig | None = None
 
     def __post_init__(self) -> None:
+        self._check_settings_fit_the_method()
         for name in ("heads_fraction", "ffn_fraction", "sparsity"):
             value = getattr(self, name)
             if not 0 <= value < 1:
@@ -95,6 +105,23 @@ class PruneConfig:
                                           or self.scope == "2:4"):
             raise ValueError("movement pruning learns which weights to keep while training: set "
                              "schedule: gradual, a `recovery:` section, and scope: per-layer or global")
+
+
+    def _check_settings_fit_the_method(self) -> None:
+        """A setting the method ignores, or one that prunes nothing, is refused: never a silent no-op."""
+        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                    for f in fields(self) if f.name != "recovery"}
+        others = set().union(*METHOD_SETTINGS.values()) - METHOD_SETTINGS[self.method]
+        stray = sorted(name for name in others if getattr(self, name) != defaults[name])
+        if stray:
+            owners = {name: [m for m, names in METHOD_SETTINGS.items() if name in names] for name in stray}
+            raise ValueError(f"method {self.method} does not use {', '.join(stray)} ("
+                             + "; ".join(f"{n}: {'/'.join(m)}" for n, m in owners.items())
+                             + f"); remove it or set method: {owners[stray[0]][0]}")
+        if self.method in ("magnitude", "movement") and self.sparsity == 0:
+            raise ValueError(f"sparsity 0 prunes nothing; {self.method} needs a sparsity in (0, 1)")
+        if self.method == "structured" and self.heads_fraction == 0 and self.ffn_fraction == 0:
+            raise ValueError("heads_fraction and ffn_fraction are both 0: nothing would be pruned")
 
 
 @dataclass

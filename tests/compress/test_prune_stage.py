@@ -86,8 +86,15 @@ def test_unknown_teacher_and_bad_settings_are_clear_errors(tiny_encoder, sentime
         recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, bad))
     assert "'later'" in err.value.message and "earlier stages: none" in err.value.message
     with pytest.raises(RecipeError) as err:
-        recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [{"type": "prune", "heads_fraction": 1.0}]))
+        recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [
+            {"type": "prune", "method": "structured", "heads_fraction": 1.0}]))
     assert "heads_fraction must be in [0, 1)" in err.value.message
+    with pytest.raises(ValueError, match=r"vocab does not use sparsity \(sparsity: magnitude/movement"):
+        PruneConfig(method="vocab", sparsity=0.9)  # was silently ignored
+    with pytest.raises(ValueError, match="sparsity 0 prunes nothing"):
+        PruneConfig(method="magnitude", sparsity=0.0)
+    with pytest.raises(ValueError, match="both 0"):
+        PruneConfig(method="structured", heads_fraction=0.0, ffn_fraction=0.0)
     with pytest.raises(ValueError, match="gradual"):
         PruneConfig(method="magnitude", schedule="gradual")
     assert PruneConfig(recovery=RecoveryConfig()).recovery.epochs == 2
@@ -107,7 +114,8 @@ def test_compress_command_prunes_and_reports_bad_settings_cleanly(tiny_classifie
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "p" / "prune" / "manifest.json").read_text())["metrics"]
     assert metrics["sparsity_report"]["after"]["heads"] == 8  # 4 layers x 2 of 4 heads
-    result = CliRunner().invoke(main, [*common, "--set", "heads_fraction=1.0", "--out", str(tmp_path / "q")])
+    result = CliRunner().invoke(main, [*common, "--set", "method=structured", "--set", "heads_fraction=1.0",
+                                       "--out", str(tmp_path / "q")])
     assert result.exit_code == 2 and "heads_fraction must be in [0, 1)" in result.output
     assert "Traceback" not in result.output
 
