@@ -18,8 +18,26 @@ _API = {
     "load_recipe": "slimbert.recipe",
     "recipe_from_dict": "slimbert.recipe",
     "run_recipe": "slimbert.pipeline",
+    "plan_recipe": "slimbert.pipeline",
     "load_dataset": "slimbert.data",
     "DatasetConfig": "slimbert.data",
+    "encode_split": "slimbert.data",
+    "resolve_model": "slimbert.models",
+    "load_tokenizer": "slimbert.models",
+    "load_classifier": "slimbert.models",
+    "prune": "slimbert.compress.prune",
+    "PruneConfig": "slimbert.compress.prune",
+    "RecoveryConfig": "slimbert.compress.prune",
+    "qat": "slimbert.compress.qat",
+    "QatConfig": "slimbert.compress.qat",
+    "quantize_torch": "slimbert.compress.torch_quant",
+    "TorchQuantizeConfig": "slimbert.compress.torch_quant",
+    "export_ort_mobile": "slimbert.export.ort_mobile",
+    "OrtMobileConfig": "slimbert.export.ort_mobile",
+    "export_executorch": "slimbert.export.executorch",
+    "ExecutorchConfig": "slimbert.export.executorch",
+    "export_tensorrt": "slimbert.export.tensorrt",
+    "TensorrtConfig": "slimbert.export.tensorrt",
     "finetune": "slimbert.compress.finetune",
     "FinetuneConfig": "slimbert.compress.finetune",
     "distill": "slimbert.compress.distill",
@@ -38,6 +56,10 @@ _API = {
 }
 
 __all__ = sorted(_API)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
 
 
 def __getattr__(name: str) -> Any:

@@ -497,6 +497,7 @@ def quantize_torch(src_dir: Path, out_dir: Path, cfg: TorchQuantizeConfig, dev: 
     from slimbert.runtimes import get_runtime
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
     backend = BACKENDS[cfg.backend]
     reason = backend.missing() if backend.missing else None
     if reason:

@@ -45,6 +45,8 @@ class DatasetConfig:
     limit: int | None = None  # keep at most this many examples per split (quick runs)
 
     def __post_init__(self) -> None:
+        if isinstance(self.split, dict):  # the Python API may pass {"dev": 0.05, "test": 0.2}
+            self.split = SplitFractions(**self.split)
         if self.source is None and self.train is None:
             raise ValueError("give either `source` or a `train` file")
         if self.max_length < 8:

@@ -140,6 +140,7 @@ def export_executorch(model_dir: Path, out_dir: Path, cfg: ExecutorchConfig, val
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
             hint="try precision: fp32, or a smaller max_seq_len/max_batch; run with -vv for the trace.",
         ) from exc
+    Path(out_dir).mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
     (Path(out_dir) / PTE_FILE).write_bytes(program.buffer)
     meta = {"input_names": list(names), "max_batch": cfg.max_batch, "max_seq_len": cfg.max_seq_len,
             "precision": cfg.precision, "backend": "XnnpackBackend",

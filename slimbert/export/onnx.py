@@ -117,6 +117,8 @@ def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validatio
     from slimbert.models import load_classifier
     from slimbert.runtimes import get_runtime
 
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
     model = load_classifier(model_dir).eval()
     model.config.return_dict = True
     path = out_dir / ONNX_FILE

@@ -341,6 +341,8 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
     from slimbert.export.quant_repair import repair
     from slimbert.runtimes import get_runtime
 
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
     already = quantized_ops(src_dir / ONNX_FILE)
     if already:
         raise ExportError(

@@ -166,6 +166,8 @@ def export_ort_mobile(src_dir: Path, out_dir: Path, cfg: OrtMobileConfig, valida
     """Convert ``src_dir/model.onnx`` to ORT format and check it against the source graph."""
     from slimbert.runtimes import get_runtime
 
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
     convert_to_ort(src_dir, out_dir, cfg)
     copy_model_metadata(src_dir, out_dir)
     coverage = op_coverage(Path(src_dir) / ONNX_FILE, read_required_ops(Path(out_dir) / REQUIRED_OPS_FILE))
