@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -268,12 +269,21 @@ def _dataset_and_seed(model: str, kw: dict) -> tuple[dict[str, Any], int]:
     return dataset, seed
 
 
+_STAGE_KEY = re.compile(r"stages\[\d+\] \([^)]*\)\.(\w+)")
+_IN_STAGE = re.compile(r" in stages\[\d+\] \([^)]*\)")
+
+
 def _one_stage_recipe(model: str, stages: list[dict], kw: dict) -> Any:
+    from slimbert.errors import RecipeError
     from slimbert.recipe import recipe_from_dict
 
     dataset, seed = _dataset_and_seed(model, kw)
-    return recipe_from_dict({"name": stages[-1]["name"], "model": model, "seed": seed,
-                             "dataset": dataset, "stages": stages}, "command-line options")
+    try:
+        return recipe_from_dict({"name": stages[-1]["name"], "model": model, "seed": seed,
+                                 "dataset": dataset, "stages": stages}, "command-line options")
+    except RecipeError as exc:  # say `--set epochs`, not the recipe path the options became
+        message = _IN_STAGE.sub(" in the --set options", _STAGE_KEY.sub(r"--set \1", exc.message))
+        raise RecipeError(message.replace("stages[0] (", "the stage ("), hint=exc.hint) from None
 
 
 @main.command()

@@ -184,7 +184,10 @@ def test_bad_set_syntax_and_unknown_setting(tmp_path, tiny_encoder):
     assert result.exit_code == 2 and "KEY=VALUE" in result.output
     result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epoch=2",
                     "--out", tmp_path / "x")
-    assert_clean_error(result, "'epoch'", "epochs")
+    assert_clean_error(result, "'epoch'", "epochs", "in the --set options")
+    result = invoke("compress", "--stage", "finetune", "--model", tiny_encoder, "--set", "epochs=three",
+                    "--out", tmp_path / "x")
+    assert_clean_error(result, "--set epochs must be int")
 
 
 def test_list_targets_says_why_gpu_targets_are_missing():
