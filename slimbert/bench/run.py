@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from slimbert.artifacts import MODEL_FILE_SUFFIXES
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.data import TextClassificationData, classification_metrics, encode_split
 from slimbert.errors import SlimbertError
@@ -113,8 +114,7 @@ def _max_positions(path: Path) -> int | None:
 
 
 def _size_mb(entry: BenchEntry) -> float:
-    suffixes = (".onnx", ".safetensors", ".bin", ".onnx.data", ".pte", ".ort", ".pt2")
-    return sum(f.stat().st_size for f in entry.path.iterdir() if f.name.endswith(suffixes)) / 1e6
+    return sum(f.stat().st_size for f in entry.path.iterdir() if f.name.endswith(MODEL_FILE_SUFFIXES)) / 1e6
 
 
 def _rss_mb() -> float | None:
