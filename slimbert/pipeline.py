@@ -13,7 +13,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from slimbert import distributed
@@ -33,7 +33,7 @@ from slimbert.data import TextClassificationData, load_dataset, with_absolute_pa
 from slimbert.errors import RecipeError
 from slimbert.models import model_fingerprint, resolve_model
 from slimbert.recipe import Recipe, StageSpec
-from slimbert.schema import to_dict
+from slimbert.schema import field_defaults, to_dict
 from slimbert.stages import MODEL_KINDS, STAGES, StageContext, StageInput, detect_kind
 
 log = logging.getLogger(__name__)
@@ -203,17 +203,6 @@ def _inputs_hash(run: _Run, stage_type: str, config: dict, parents: dict[str, st
     })
 
 
-def _field_default(f: Field):
-    if f.default is not MISSING:
-        return to_dict(f.default)
-    if f.default_factory is not MISSING:
-        return to_dict(f.default_factory())
-    return _NO_DEFAULT
-
-
-_NO_DEFAULT = object()
-
-
 def _unchanged(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact) -> bool:
     """Whether ``existing`` was made from the inputs the stage would read now.
 
@@ -230,8 +219,8 @@ def _unchanged(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact) -> b
     added = now.keys() - old.keys()
     if not added or old.keys() - now.keys() or any(old[k] != now[k] for k in old):
         return False
-    defaults = {f.name: _field_default(f) for f in fields(spec.config)}
-    if any(now[k] != defaults[k] for k in added):
+    defaults = field_defaults(spec.config)
+    if any(k not in defaults or now[k] != defaults[k] for k in added):
         return False
     return _inputs_hash(run, spec.type, old, plan.parents) == recorded
 

@@ -161,6 +161,17 @@ def from_dict(cls: type[T], data: Any, *, source: str = "recipe", path: str = ""
         raise RecipeError(f"{_where(source, path)}: {exc}") from None
 
 
+def field_defaults(cls: Any) -> dict[str, Any]:
+    """The default of every field of config dataclass ``cls`` that has one, in ``to_dict`` form."""
+    defaults = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            defaults[f.name] = to_dict(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            defaults[f.name] = to_dict(f.default_factory())
+    return defaults
+
+
 def to_dict(obj: Any) -> Any:
     """Plain JSON-able form of a config dataclass (for manifests and hashing)."""
     return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj

@@ -72,14 +72,14 @@ def _model_config(path: Path) -> dict[str, Any]:
     return json.loads((path / "config.json").read_text())
 
 
-def _check_labels(entry: BenchEntry, label_names: list[str]) -> None:
+def _check_labels(entry: BenchEntry, config: dict[str, Any], label_names: list[str]) -> None:
     """A model scored on a dataset with other labels gives a meaningless accuracy: say so.
 
     A different count is an error. Named labels in another order are an error too (the
     columns would be read as the wrong classes). Names that merely differ (0/1 against
     negative/positive) are matched by position, and the log says how.
     """
-    id2label = _model_config(entry.path).get("id2label") or {}
+    id2label = config.get("id2label") or {}
     names = [str(id2label[k]) for k in sorted(id2label, key=int)]
     if not names:
         return
@@ -105,8 +105,7 @@ def _check_labels(entry: BenchEntry, label_names: list[str]) -> None:
                 ", ".join(f"{d} -> {m}" for d, m in zip(label_names, names, strict=True)))
 
 
-def _max_positions(path: Path) -> int | None:
-    config = _model_config(path)
+def _max_positions(config: dict[str, Any]) -> int | None:
     positions = config.get("max_position_embeddings")
     if positions and config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
         positions -= 2  # RoBERTa offsets positions by the padding index
@@ -159,8 +158,9 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
     split = data.splits[cfg.split]
     plan, unavailable = [], []
     for entry in entries:
-        _check_labels(entry, data.label_names)
-        limit = _max_positions(entry.path)
+        config = _model_config(entry.path)
+        _check_labels(entry, config, data.label_names)
+        limit = _max_positions(config)
         longest = max([cfg.seq_len, *(cfg.sweep_seq_lens or [])])
         if limit and longest > limit:
             raise SlimbertError(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from slimbert.compress.trainer import evaluate
 from slimbert.data import EncodedSplit, TextClassificationData, collate, encode_split
 from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer
+from slimbert.schema import field_defaults
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +107,9 @@ class PruneConfig:
             raise ValueError("movement pruning learns which weights to keep while training: set "
                              "schedule: gradual, a `recovery:` section, and scope: per-layer or global")
 
-
     def _check_settings_fit_the_method(self) -> None:
         """A setting the method ignores, or one that prunes nothing, is refused: never a silent no-op."""
-        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
-                    for f in fields(self) if f.name != "recovery"}
+        defaults = field_defaults(self)
         others = set().union(*METHOD_SETTINGS.values()) - METHOD_SETTINGS[self.method]
         stray = sorted(name for name in others if getattr(self, name) != defaults[name])
         if stray:

@@ -199,7 +199,7 @@ def with_absolute_paths(cfg: DatasetConfig, base: Path) -> DatasetConfig:
 
     source = cfg.source if cfg.train is not None else absolute(cfg.source)
     return replace(cfg, source=source, train=absolute(cfg.train), dev=absolute(cfg.dev),
-                               test=absolute(cfg.test))
+                   test=absolute(cfg.test))
 
 
 def _is_file_like(source: str) -> bool:

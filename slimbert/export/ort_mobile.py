@@ -170,7 +170,7 @@ def export_ort_mobile(src_dir: Path, out_dir: Path, cfg: OrtMobileConfig, valida
     out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
     convert_to_ort(src_dir, out_dir, cfg)
     copy_model_metadata(src_dir, out_dir)
-    coverage = op_coverage(Path(src_dir) / ONNX_FILE, read_required_ops(Path(out_dir) / REQUIRED_OPS_FILE))
+    coverage = op_coverage(src_dir / ONNX_FILE, read_required_ops(out_dir / REQUIRED_OPS_FILE))
     reference = get_runtime("ort-cpu").load(src_dir).predict(validation)
     candidate = get_runtime("ort-mobile").load(out_dir).predict(validation)
     check = compare_logits(reference, candidate)
@@ -178,7 +178,7 @@ def export_ort_mobile(src_dir: Path, out_dir: Path, cfg: OrtMobileConfig, valida
     # out) reorder float sums; in a dynamically quantized graph that moves activation scales
     # and rounding, so logits differ by ~0.1 with every prediction the same. There the
     # predictions are the check.
-    quantized = bool(quantized_ops(Path(src_dir) / ONNX_FILE))
+    quantized = bool(quantized_ops(src_dir / ONNX_FILE))
     if check["max_abs_diff"] > cfg.atol and not (quantized and check["agreement"] >= cfg.min_agreement):
         criterion = (f"and {check['agreement']:.2%} of predictions agree (min_agreement "
                      f"{cfg.min_agreement:g})" if quantized else "")
@@ -193,4 +193,4 @@ def export_ort_mobile(src_dir: Path, out_dir: Path, cfg: OrtMobileConfig, valida
     return {"validation": {**check, "examples": len(validation), "quantized_source": quantized},
             "op_coverage": coverage,
             "optimization_level": cfg.optimization_level, "target_platform": cfg.target_platform,
-            "ort_mb": round((Path(out_dir) / ORT_FILE).stat().st_size / 1e6, 2)}
+            "ort_mb": round((out_dir / ORT_FILE).stat().st_size / 1e6, 2)}
