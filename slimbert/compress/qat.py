@@ -31,14 +31,10 @@ from slimbert.compress.trainer import (
     to_tensors,
 )
 from slimbert.data import TextClassificationData, encode_split, iterate_batches
-from slimbert.export.onnx import (
-    ONNX_FILE,
-    OnnxExportConfig,
-    compare_logits,
-    copy_model_metadata,
-    torch_export,
-)
+from slimbert.export.onnx import OnnxExportConfig, copy_model_metadata, torch_export
+from slimbert.formats import ONNX_FILE
 from slimbert.models import load_classifier, load_tokenizer
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 

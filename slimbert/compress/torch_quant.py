@@ -39,20 +39,20 @@ import numpy as np
 
 from slimbert.data import EncodedSplit, iterate_batches
 from slimbert.errors import ExportError, RuntimeUnavailable
-from slimbert.export.cpu_isa import ISA_NAMES, int8_formats
-from slimbert.export.onnx import compare_logits, copy_model_metadata
+from slimbert.export.onnx import copy_model_metadata
 from slimbert.export.onnx_quant import dev_accuracy
 from slimbert.export.pt2e import (
-    PT2_FILE,
-    PT2_META_FILE,
     calibrate,
     dynamic_shapes,
     example_args,
     export_logits,
     logits_module,
-    silence_torchao,
 )
+from slimbert.formats import PT2_FILE, PT2_META_FILE
+from slimbert.hw import ISA_NAMES, int8_formats
 from slimbert.progress import progress_bar, quiet_logger
+from slimbert.runtimes.pt2e_runtime import silence_torchao
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 

@@ -30,6 +30,7 @@ from slimbert.data import EncodedSplit, classification_metrics, collate
 from slimbert.data.tokenize import training_batches
 from slimbert.errors import RecipeError
 from slimbert.progress import progress_bar
+from slimbert.runtimes.torch_runtime import predict_logits
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -105,21 +106,6 @@ def to_tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_logits(model: torch.nn.Module, enc: EncodedSplit, batch_size: int = 64,
-                   desc: str | None = None, progress: bool = False) -> np.ndarray:
-    """Logits for every example, in the split's order (the model is left in its mode)."""
-    from slimbert.runtimes.torch_runtime import TorchSession
-
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device.type
-        session = TorchSession(model, device, torch.float32, enc.input_names)
-        return session.predict(enc, batch_size, desc=desc, progress=progress)
-    finally:
-        model.train(was_training)
-
-
 def evaluate(model: torch.nn.Module, enc: EncodedSplit, num_labels: int) -> dict[str, Any]:
     logits = predict_logits(model, enc)
     return classification_metrics(enc.labels, logits.argmax(-1), num_labels)

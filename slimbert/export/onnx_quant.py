@@ -26,15 +26,13 @@ import numpy as np
 from slimbert.data import EncodedSplit
 from slimbert.errors import ExportError
 from slimbert.export.calibration import CalibrationName, calibrate, ort_method, with_inferred_shapes
-from slimbert.export.cpu_isa import ISA_NAMES, Int8Formats, int8_formats
-from slimbert.export.onnx import ONNX_FILE, compare_logits, copy_model_metadata
+from slimbert.export.onnx import copy_model_metadata, quantized_ops
+from slimbert.formats import ONNX_FILE
+from slimbert.hw import ISA_NAMES, Int8Formats, int8_formats
 from slimbert.progress import quiet_logger
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
-
-QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
-             "MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd"}
-
 
 @dataclass
 class OnnxQuantizeConfig:
@@ -301,14 +299,6 @@ QUANTIZERS: dict[str, tuple[Callable[[QuantJob], dict[str, Any]], bool]] = {
     "static": (_static, True),
     "fp8": (_fp8, True),
 }
-
-
-def quantized_ops(path: Path) -> list[str]:
-    """The quantization op types in the ONNX graph at ``path`` (empty for a float graph)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sorted({n.op_type for n in graph.node if n.op_type in QUANT_OPS})
 
 
 def run_job(job: QuantJob) -> dict[str, Any]:

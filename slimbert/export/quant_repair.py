@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from slimbert.data import EncodedSplit
-from slimbert.export.onnx import ONNX_FILE
 from slimbert.export.onnx_quant import QuantJob, dev_accuracy, dynamic_capable, quantizable_nodes, run_job
+from slimbert.formats import ONNX_FILE
 from slimbert.progress import progress_bar
 
 log = logging.getLogger(__name__)

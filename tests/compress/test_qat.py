@@ -5,7 +5,7 @@ from torch import nn
 
 from slimbert.compress.qat import FakeQuantLinear, QatConfig, calibrate_inputs, prepare_qat, qat
 from slimbert.data import DatasetConfig, load_dataset
-from slimbert.export.onnx import ONNX_FILE
+from slimbert.formats import ONNX_FILE
 
 
 def test_fake_quant_linear_rounds_to_int8_grid():

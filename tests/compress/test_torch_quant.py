@@ -14,12 +14,11 @@ import torch
 from slimbert.compress.torch_quant import BACKENDS, TorchQuantizeConfig, quantize_torch
 from slimbert.data import encode_split
 from slimbert.errors import ExportError, RuntimeUnavailable, SlimbertError
-from slimbert.export.pt2e import PT2_FILE, PT2_META_FILE
+from slimbert.formats import PT2_FILE, PT2_META_FILE, detect
 from slimbert.models import load_classifier, load_tokenizer
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
-from slimbert.stages import detect_kind
 from tests.conftest import build_tiny_bert, tiny_recipe, token_batch
 
 FAST = {"calibration_examples": 64}
@@ -39,7 +38,7 @@ def _batch(rows: int, seq: int) -> dict[str, np.ndarray]:
 def test_static_artifact_saves_reloads_and_agrees_with_fp32(static_artifact, tiny_classifier):
     out, metrics = static_artifact
     assert {PT2_FILE, PT2_META_FILE, "config.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
-    assert detect_kind(out) == "pt2e"
+    assert detect(out) == "pt2e"
     assert metrics["backend"] == "torchao-x86" and metrics["mode"] == "static"
     assert metrics["int8_layers"] == TINY_LINEARS and metrics["fp32_layers"] == []
     assert metrics["agreement_with_source"]["agreement"] >= 0.95
@@ -100,7 +99,7 @@ def fragile(tmp_path_factory, tiny_data):
     The classifier bias is moved to the median dev margin and the dev labels are the fp32
     model's own predictions, so fp32 scores 100% and every prediction INT8 flips costs accuracy.
     """
-    from slimbert.compress.trainer import predict_logits
+    from slimbert.runtimes.torch_runtime import predict_logits
 
     folder = build_tiny_bert(tmp_path_factory.mktemp("models") / "fragile", layers=1, num_labels=2)
     dev = encode_split(load_tokenizer(folder), tiny_data.splits["dev"], 32)

@@ -7,9 +7,9 @@ import pytest
 from slimbert.data import iterate_batches
 from slimbert.errors import ExportError
 from slimbert.export.calibration import calibrate, with_inferred_shapes
-from slimbert.export.onnx import ONNX_FILE
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, QuantJob, quantizable_nodes, quantize_onnx, run_job
 from slimbert.export.quant_repair import repair, sensitivity
+from slimbert.formats import ONNX_FILE
 from slimbert.runtimes import get_runtime
 
 

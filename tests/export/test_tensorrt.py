@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from slimbert.errors import ExportError
-from slimbert.export.onnx import ONNX_FILE, OnnxExportConfig, export_onnx
-from slimbert.export.tensorrt import BUILD_SCRIPT, ENGINE_FILE, TensorrtConfig, export_tensorrt
+from slimbert.export.onnx import OnnxExportConfig, export_onnx
+from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
+from slimbert.formats import ENGINE_FILE, ONNX_FILE
+from slimbert.formats import TENSORRT_BUILD_SCRIPT as BUILD_SCRIPT
 from slimbert.runtimes import all_runtimes, get_runtime
 
 
