@@ -18,15 +18,16 @@ from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.compress.prune import PruneConfig, prune
-from slimbert.compress.qat import QatConfig, qat
-from slimbert.compress.torch_quant import TorchQuantizeConfig, quantize_torch
 from slimbert.data import TextClassificationData, encode_split
 from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
 from slimbert.models import load_tokenizer
+from slimbert.quantize.config import OnnxQuantizeConfig, QatConfig, TorchQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
+from slimbert.quantize.qat import qat
+from slimbert.quantize.torch_ptq import quantize_torch
 
 
 @dataclass

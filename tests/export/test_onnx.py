@@ -3,9 +3,10 @@ import pytest
 
 from slimbert.errors import ExportError
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.formats import ONNX_FILE
 from slimbert.models import load_classifier
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
 from slimbert.runtimes import get_runtime
 
 

@@ -5,7 +5,6 @@ import pytest
 
 from slimbert.errors import ExportError
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import (
     REQUIRED_OPS_AND_TYPES_FILE,
     REQUIRED_OPS_FILE,
@@ -16,6 +15,8 @@ from slimbert.export.ort_mobile import (
 )
 from slimbert.formats import ORT_FILE
 from slimbert.pipeline import run_recipe
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 from tests.conftest import tiny_recipe

@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from slimbert.compress.torch_quant import BACKENDS, TorchQuantizeConfig, quantize_torch
 from slimbert.data import encode_split
 from slimbert.errors import ExportError, RuntimeUnavailable, SlimbertError
 from slimbert.formats import PT2_FILE, PT2_META_FILE, detect
 from slimbert.models import load_classifier, load_tokenizer
 from slimbert.pipeline import run_recipe
+from slimbert.quantize.config import TorchQuantizeConfig
+from slimbert.quantize.torch_ptq import BACKENDS, quantize_torch
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 from tests.conftest import build_tiny_bert, tiny_recipe, token_batch
@@ -149,7 +150,7 @@ def test_inc_tolerance_falls_back_to_fp32_layers(fragile, tmp_path):
 def test_inc_unmet_tolerance_keeps_the_best_and_says_so(fragile, tmp_path, caplog):
     folder, dev, train = fragile
     cfg = TorchQuantizeConfig(backend="inc", tolerance=0.0, max_fallback_layers=1, **FAST)
-    with caplog.at_level(logging.WARNING, logger="slimbert.compress.torch_quant"):
+    with caplog.at_level(logging.WARNING, logger="slimbert.quantize.inc"):
         metrics = quantize_torch(folder, tmp_path, cfg, dev, train)
     tuning = metrics["tuning"]
     assert not tuning["met"] and metrics["dev_drop_points"] > 0
