@@ -47,6 +47,7 @@ from slimbert.models import has_classification_head, load_classifier, load_token
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class DistillConfig(KDConfig):
     """Student shape, loss weights (defaults: the DistilBERT recipe on logits), augmentation."""
