@@ -35,9 +35,11 @@ from pathlib import Path
 from slimbert.artifacts import write_json_atomic
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.data import classification_metrics, encode_split, load_dataset
-from slimbert.export.onnx import ONNX_FILE, copy_model_metadata
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+from slimbert.export.onnx import copy_model_metadata
+from slimbert.formats import ONNX_FILE
 from slimbert.models import load_tokenizer
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 

@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
-# the files that are the model itself (the size a report gives), not config or tokenizer
-MODEL_FILE_SUFFIXES = (".onnx", ".safetensors", ".bin", ".onnx.data", ".pte", ".ort", ".pt2")
 FORMAT_VERSION = 1
 _TRACKED_PACKAGES = (
     "slimbert",

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from slimbert.artifacts import sha256_file, sha256_json
 from slimbert.errors import ModelError
+from slimbert.formats import EXPORTED_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-EXPORTED_SUFFIXES = (".onnx", ".ort", ".pte", ".pt2", ".engine")  # artifacts made from a model, not one
 _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "model.safetensors", "model-*.safetensors"]
 
 

@@ -31,10 +31,12 @@ from slimbert.artifacts import (
 from slimbert.bench.run import BenchEntry
 from slimbert.data import TextClassificationData, load_dataset, with_absolute_paths
 from slimbert.errors import RecipeError
+from slimbert.formats import MODEL_KINDS
+from slimbert.formats import detect as detect_kind
 from slimbert.models import model_fingerprint, resolve_model
 from slimbert.recipe import Recipe, StageSpec
 from slimbert.schema import field_defaults, to_dict
-from slimbert.stages import MODEL_KINDS, STAGES, StageContext, StageInput, detect_kind
+from slimbert.stages import STAGES, StageContext, StageInput
 
 log = logging.getLogger(__name__)
 

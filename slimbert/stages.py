@@ -7,7 +7,6 @@ the recipe parser, caching and the CLI pick it up without further changes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,17 +18,16 @@ from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.compress.prune import PruneConfig, prune
-from slimbert.compress.qat import QatConfig, qat
-from slimbert.compress.torch_quant import TorchQuantizeConfig, quantize_torch
 from slimbert.data import TextClassificationData, encode_split
 from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
 from slimbert.models import load_tokenizer
-
-MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt", "pt2e")
+from slimbert.quantize.config import OnnxQuantizeConfig, QatConfig, TorchQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
+from slimbert.quantize.qat import qat
+from slimbert.quantize.torch_ptq import quantize_torch
 
 
 @dataclass
@@ -194,28 +192,3 @@ STAGES: dict[str, StageType] = {
     )
 }
 
-
-def detect_kind(folder: Path) -> str | None:
-    """Kind of a model folder that may lack a manifest (e.g. a user's own export)."""
-    from slimbert.export.executorch import PTE_FILE
-    from slimbert.export.onnx import ONNX_FILE
-    from slimbert.export.ort_mobile import ORT_FILE
-    from slimbert.export.pt2e import PT2_FILE
-    from slimbert.export.tensorrt import ENGINE_FILE
-
-    manifest = folder / "manifest.json"
-    if manifest.is_file():
-        return json.loads(manifest.read_text()).get("kind")
-    if (folder / ENGINE_FILE).is_file():
-        return "tensorrt"
-    if (folder / ONNX_FILE).is_file():
-        return "onnx"
-    if (folder / ORT_FILE).is_file():
-        return "ort-mobile"
-    if (folder / PTE_FILE).is_file():
-        return "executorch"
-    if (folder / PT2_FILE).is_file():
-        return "pt2e"
-    if (folder / "config.json").is_file():
-        return "hf-model"
-    return None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimbert.artifacts import MODEL_FILE_SUFFIXES, Artifact
+from slimbert.artifacts import Artifact
+from slimbert.formats import size_suffixes
 
 LARGE_DROP_POINTS = 5.0  # a drop this large is called out as a warning
 
@@ -46,7 +47,7 @@ def stage_headline(artifact: Artifact) -> tuple[str, str | None]:
         parts.append(f"params {params_before / 1e6:.1f}M -> {params / 1e6:.1f}M")
     if metrics.get("prunable_sparsity") is not None:
         parts.append(f"sparsity {metrics['prunable_sparsity']:.0%} of prunable weights")
-    size = artifact.size_bytes(MODEL_FILE_SUFFIXES)  # as bench reports it
+    size = artifact.size_bytes(size_suffixes(artifact.kind))  # as bench reports it
     if size and artifact.kind != "report":
         parts.append(f"{size / 1e6:.1f} MB")
     warning = None

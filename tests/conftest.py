@@ -168,3 +168,13 @@ def token_batch(rows: int, seq: int, *, seed: int = 0, pad_first_row: bool = Tru
     if pad_first_row:
         mask[0, seq // 2:] = 0
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_classifier, dev_enc, tmp_path_factory):
+    """The tiny classifier exported to ONNX (fused), with the export's metrics."""
+    from slimbert.export.onnx import OnnxExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("onnx")
+    metrics = export_onnx(tiny_classifier, out, OnnxExportConfig(), dev_enc)
+    return out, metrics

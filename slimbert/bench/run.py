@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slimbert.artifacts import MODEL_FILE_SUFFIXES
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.data import TextClassificationData, classification_metrics, encode_split
 from slimbert.errors import SlimbertError
+from slimbert.formats import model_size_bytes
 from slimbert.progress import progress_bar
 from slimbert.runtimes import all_runtimes
 
@@ -113,7 +113,7 @@ def _max_positions(config: dict[str, Any]) -> int | None:
 
 
 def _size_mb(entry: BenchEntry) -> float:
-    return sum(f.stat().st_size for f in entry.path.iterdir() if f.name.endswith(MODEL_FILE_SUFFIXES)) / 1e6
+    return model_size_bytes(entry.path, entry.kind) / 1e6
 
 
 def _rss_mb() -> float | None:

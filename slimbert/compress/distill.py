@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ from slimbert.compress.student import (
     resolve_layers,
     uniform_layer_map,
 )
+from slimbert.compress.train_config import KDConfig
 from slimbert.compress.trainer import (
-    TrainConfig,
     TrainResult,
     evaluate,
     label_tensor,
@@ -46,27 +46,6 @@ from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class KDConfig(TrainConfig):
-    """The loss mix of every stage that trains through ``distill_into``."""
-
-    temperature: float = 2.0
-    alpha_kd: float = 0.7
-    alpha_ce: float = 0.3
-    alpha_hidden: float = 0.0
-    alpha_attention: float = 0.0  # MiniLM: KL between self-attention distributions
-    hidden_loss: Literal["cosine", "mse"] = "cosine"  # mse: through a projection if widths differ
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        weights = {"alpha_kd": self.alpha_kd, "alpha_ce": self.alpha_ce,
-                   "alpha_hidden": self.alpha_hidden, "alpha_attention": self.alpha_attention}
-        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            listed = ", ".join(f"{k}={v}" for k, v in weights.items())
-            raise ValueError(f"loss weights {listed} must be >= 0 and not all 0")
 
 
 @dataclass

@@ -22,28 +22,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slimbert.errors import ExportError, RuntimeUnavailable
-from slimbert.export.onnx import compare_logits, copy_model_metadata
+from slimbert.export.onnx import copy_model_metadata
 from slimbert.export.pt2e import calibrate, export_logits, logits_module, spread
+from slimbert.formats import EXECUTORCH_HINT as INSTALL_HINT
+from slimbert.formats import EXECUTORCH_META_FILE as META_FILE
+from slimbert.formats import PTE_FILE
+from slimbert.hw import executorch_missing
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 
-PTE_FILE = "model.pte"
-META_FILE = "executorch.json"
-INSTALL_HINT = "install the mobile extra: pip install -e '.[mobile]' (executorch==1.5.1)."
-
-
-def executorch_missing() -> str | None:
-    """None when ExecuTorch with its XNNPACK backend is importable; otherwise why not."""
-    try:
-        from executorch.runtime import Runtime
-    except ImportError as exc:
-        return f"executorch is not installed ({exc.name or exc})"
-    try:
-        if not Runtime.get().backend_registry.is_available("XnnpackBackend"):
-            return "this executorch build has no XNNPACK backend"
-    except Exception as exc:  # a broken native extension: say so rather than crash the bench
-        return f"executorch's runtime does not load: {exc}"
-    return None
 
 
 @dataclass
@@ -114,9 +102,9 @@ def export_executorch(model_dir: Path, out_dir: Path, cfg: ExecutorchConfig, val
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    from slimbert.compress.trainer import predict_logits
     from slimbert.models import load_classifier
     from slimbert.runtimes import get_runtime
+    from slimbert.runtimes.torch_runtime import predict_logits
 
     model = load_classifier(Path(model_dir)).eval()
     names = tuple(validation.input_names)

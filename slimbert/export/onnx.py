@@ -13,16 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from slimbert.errors import ExportError
+from slimbert.formats import ONNX_FILE
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spm.model")
+# the op types of a quantized graph (``quantized_ops``: ort-mobile's check, the quantizer's refusal)
+QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
+             "MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd"}
 # ORT's transformer optimizer knows these encoder graph shapes; others export unfused.
 _ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert",
                     "camembert": "bert", "distilbert": "bert", "mpnet": "bert"}
@@ -100,11 +103,12 @@ def fuse_for_ort(path: Path, config) -> dict[str, int]:
     return counts
 
 
-def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    return {
-        "max_abs_diff": float(np.abs(reference - candidate).max()),
-        "agreement": float((reference.argmax(-1) == candidate.argmax(-1)).mean()),
-    }
+def quantized_ops(path: Path) -> list[str]:
+    """The quantization op types in the ONNX graph at ``path`` (empty for a float graph)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sorted({n.op_type for n in graph.node if n.op_type in QUANT_OPS})
 
 
 def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validation) -> dict[str, Any]:
@@ -113,9 +117,9 @@ def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validatio
     ``validation`` is an EncodedSplit of real examples; the export fails with an
     ExportError if ONNX Runtime's logits on them differ from PyTorch's by more than atol.
     """
-    from slimbert.compress.trainer import predict_logits
     from slimbert.models import load_classifier
     from slimbert.runtimes import get_runtime
+    from slimbert.runtimes.torch_runtime import predict_logits
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slimbert.errors import ExportError
-from slimbert.export.onnx import ONNX_FILE, compare_logits, copy_model_metadata
-from slimbert.export.onnx_quant import quantized_ops
+from slimbert.export.onnx import copy_model_metadata, quantized_ops
+from slimbert.formats import ONNX_FILE, ORT_FILE
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 
-ORT_FILE = "model.ort"
 REQUIRED_OPS_FILE = "required_operators.config"
 REQUIRED_OPS_AND_TYPES_FILE = "required_operators_and_types.config"
 

@@ -14,17 +14,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+
+from slimbert.runtimes.pt2e_runtime import to_args
 
 log = logging.getLogger(__name__)
-
-PT2_FILE = "model.pt2"
-PT2_META_FILE = "pt2e.json"
-
-
-def silence_torchao() -> None:
-    """torchao 0.18 logs "Failed to load ... _C_mxfp8 / _C_cutlass_90a" on import: harmless."""
-    logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 def logits_module(model, names: tuple[str, ...]):
@@ -81,14 +74,6 @@ def spread(items: list, wanted: int) -> list:
     long sentences both count)."""
     picks = sorted({round(i * (len(items) - 1) / max(wanted - 1, 1)) for i in range(min(wanted, len(items)))})
     return [items[i] for i in picks]
-
-
-def to_args(batch: dict[str, Any], names: tuple[str, ...], max_seq_len: int | None = None) -> tuple:
-    """A numpy batch (from ``iterate_batches``) as the positional tensors of a logits module."""
-    import numpy as np
-    import torch
-
-    return tuple(torch.from_numpy(np.ascontiguousarray(batch[n][:, :max_seq_len])) for n in names)
 
 
 def calibrate(prepared, names: tuple[str, ...], batches: Iterable[dict],

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from slimbert.errors import ExportError
-from slimbert.export.onnx import ONNX_FILE, copy_model_metadata
+from slimbert.export.onnx import copy_model_metadata
+from slimbert.formats import ENGINE_FILE, ONNX_FILE
+from slimbert.formats import TENSORRT_BUILD_SCRIPT as BUILD_SCRIPT
+from slimbert.hw import tensorrt_missing
 
 log = logging.getLogger(__name__)
 
-ENGINE_FILE = "model.engine"
-BUILD_SCRIPT = "build_engine.sh"
 SHAPES_FILE = "tensorrt.json"
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
@@ -61,19 +62,6 @@ class TensorrtConfig:
     def shapes(self, names: list[str]) -> dict[str, dict[str, list[int]]]:
         return {name: {"min": [self.min_batch, self.min_seq], "opt": [self.opt_batch, self.opt_seq],
                        "max": [self.max_batch, self.max_seq]} for name in names}
-
-
-def tensorrt_unavailable_reason() -> str | None:
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        return ("the tensorrt Python package is not installed (the PyPI 'tensorrt' package downloads "
-                "from NVIDIA's index; install it on the GPU machine, or run build_engine.sh there)")
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible"
-    return None
 
 
 def trtexec_command(cfg: TensorrtConfig, names: list[str]) -> str:
@@ -173,7 +161,7 @@ def export_tensorrt(src_dir: Path, out_dir: Path, cfg: TensorrtConfig) -> dict[s
     (out_dir / SHAPES_FILE).write_text(json.dumps({"inputs": cfg.shapes(names), **asdict(cfg)}, indent=2))
     metrics: dict[str, Any] = {"precision": cfg.precision, "trtexec": command, "inputs": names,
                                "engine": None}
-    reason = "build: never" if cfg.build == "never" else tensorrt_unavailable_reason()
+    reason = "build: never" if cfg.build == "never" else tensorrt_missing()
     if reason is None:
         built = build_engine(out_dir / ONNX_FILE, out_dir / ENGINE_FILE, cfg, names, out_dir / "timing.cache")
         (out_dir / "layers.json").write_text(json.dumps(built.pop("layer_info"), indent=1))

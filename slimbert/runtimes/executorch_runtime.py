@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from slimbert.errors import ExportError, SlimbertError
+from slimbert.formats import EXECUTORCH_HINT, PTE_FILE
+from slimbert.formats import EXECUTORCH_META_FILE as META_FILE
+from slimbert.hw import executorch_missing
 from slimbert.runtimes.base import Runtime, Session, register
 
 PHONE_THREADS = 4
@@ -53,15 +56,11 @@ class ExecutorchRuntime(Runtime):
         self.default_threads = min(PHONE_THREADS, os.cpu_count() or 1)
 
     def unavailable_reason(self) -> str | None:
-        from slimbert.export.executorch import INSTALL_HINT, executorch_missing
-
         reason = executorch_missing()
-        return f"{reason}; {INSTALL_HINT}" if reason else None
+        return f"{reason}; {EXECUTORCH_HINT}" if reason else None
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
         from executorch.runtime import Runtime as EtRuntime
-
-        from slimbert.export.executorch import META_FILE, PTE_FILE
 
         self.check_available()
         path, meta_path = Path(artifact_dir) / PTE_FILE, Path(artifact_dir) / META_FILE

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from slimbert.errors import ExportError
+from slimbert.formats import ONNX_FILE
 from slimbert.runtimes.base import Runtime, Session, register
 
 # ORT graph optimizers whose fused CPU kernel is slower than the ops it replaces
@@ -53,8 +54,6 @@ class OrtRuntime(Runtime):
 
     def _load(self, artifact_dir: Path, threads: int | None, spinning: bool) -> Session:
         import onnxruntime as ort
-
-        from slimbert.export.onnx import ONNX_FILE
 
         self.check_available()
         options = ort.SessionOptions()

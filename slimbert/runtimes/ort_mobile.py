@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from slimbert.formats import ORT_FILE
 from slimbert.runtimes.base import Session, register
 from slimbert.runtimes.onnxruntime_runtime import OrtRuntime
 
@@ -18,7 +19,7 @@ PHONE_THREADS = 4  # big cores of a typical phone SoC; capped at this machine's 
 
 class OrtMobileRuntime(OrtRuntime):
     kind = "ort-mobile"
-    model_file = "model.ort"
+    model_file = ORT_FILE
 
     def __init__(self) -> None:
         super().__init__("ort-mobile", "mobile", ["CPUExecutionProvider"],

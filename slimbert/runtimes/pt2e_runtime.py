@@ -15,10 +15,12 @@ import json
 import logging
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from slimbert.errors import ExportError, SlimbertError
+from slimbert.formats import PT2_FILE, PT2_META_FILE
 from slimbert.runtimes.base import Runtime, Session, register
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,6 @@ class Pt2eSession(Session):
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         import torch
 
-        from slimbert.export.pt2e import to_args
-
         seq = batch[self.input_names[0]].shape[1]
         if self.max_seq_len and seq > self.max_seq_len:
             raise SlimbertError(
@@ -63,6 +63,18 @@ class Pt2eSession(Session):
         with torch.no_grad(), self._context():
             logits = self.module(*to_args(batch, self.input_names))
         return logits.float().numpy()
+
+
+def silence_torchao() -> None:
+    """torchao 0.18 logs "Failed to load ... _C_mxfp8 / _C_cutlass_90a" on import: harmless."""
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+
+
+def to_args(batch: dict[str, Any], names: tuple[str, ...], max_seq_len: int | None = None) -> tuple:
+    """A numpy batch (from ``iterate_batches``) as the positional tensors of a logits module."""
+    import torch
+
+    return tuple(torch.from_numpy(np.ascontiguousarray(batch[n][:, :max_seq_len])) for n in names)
 
 
 def compiler_missing() -> str | None:
@@ -79,8 +91,6 @@ def compiler_missing() -> str | None:
 def load_program(artifact_dir: Path):
     """The ExportedProgram in ``artifact_dir`` and its metadata (pt2e.json)."""
     import torch
-
-    from slimbert.export.pt2e import PT2_FILE, PT2_META_FILE, silence_torchao
 
     path, meta_path = Path(artifact_dir) / PT2_FILE, Path(artifact_dir) / PT2_META_FILE
     if not path.is_file() or not meta_path.is_file():

@@ -7,6 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from slimbert.errors import ExportError
+from slimbert.formats import ENGINE_FILE
+from slimbert.formats import TENSORRT_BUILD_SCRIPT as BUILD_SCRIPT
+from slimbert.hw import tensorrt_missing
 from slimbert.runtimes.base import Runtime, Session, register
 
 
@@ -51,14 +54,10 @@ class TensorrtRuntime(Runtime):
     description = "TensorRT engine (FP16/BF16, or INT8/FP8 from Q/DQ), CUDA GPU"
 
     def unavailable_reason(self) -> str | None:
-        from slimbert.export.tensorrt import tensorrt_unavailable_reason
-
-        return tensorrt_unavailable_reason()
+        return tensorrt_missing()
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
         import tensorrt as trt
-
-        from slimbert.export.tensorrt import BUILD_SCRIPT, ENGINE_FILE
 
         self.check_available()
         path = Path(artifact_dir) / ENGINE_FILE

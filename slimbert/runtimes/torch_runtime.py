@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from slimbert.runtimes.base import Runtime, Session, register
+
+if TYPE_CHECKING:
+    from slimbert.data import EncodedSplit
 
 
 class TorchSession(Session):
@@ -24,6 +28,19 @@ class TorchSession(Session):
         if self.device == "cuda":
             torch.cuda.synchronize()
         return logits.float().cpu().numpy()
+
+
+def predict_logits(model: torch.nn.Module, enc: EncodedSplit, batch_size: int = 64,
+                   desc: str | None = None, progress: bool = False) -> np.ndarray:
+    """Logits for every example, in the split's order (the model is left in its mode)."""
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device.type
+        session = TorchSession(model, device, torch.float32, enc.input_names)
+        return session.predict(enc, batch_size, desc=desc, progress=progress)
+    finally:
+        model.train(was_training)
 
 
 class TorchRuntime(Runtime):
@@ -92,7 +109,7 @@ class TorchCpuBf16Runtime(TorchRuntime):
     in_default = False
 
     def unavailable_reason(self) -> str | None:
-        from slimbert.export.cpu_isa import cpu_flags
+        from slimbert.hw import cpu_flags
 
         flags = cpu_flags()
         if flags and not flags & {"avx512_bf16", "amx_bf16", "bf16"}:

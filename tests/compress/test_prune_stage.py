@@ -124,9 +124,9 @@ def test_recovery_of_a_vocab_pruned_student_feeds_the_teacher_its_own_token_ids(
     import numpy as np
 
     from slimbert.compress.prune import prune
-    from slimbert.compress.trainer import predict_logits
     from slimbert.data import Split, TextClassificationData, encode_split
     from slimbert.models import load_classifier, load_tokenizer
+    from slimbert.runtimes.torch_runtime import predict_logits
     from tests.conftest import make_sentences
 
     rows = [(t, lab) for t, lab in make_sentences(200, seed=3) if "superb" not in t and "cast" not in t]

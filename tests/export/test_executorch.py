@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from slimbert.errors import ExportError, SlimbertError
-from slimbert.export.executorch import META_FILE, PTE_FILE, ExecutorchConfig, export_executorch
+from slimbert.export.executorch import ExecutorchConfig, export_executorch
+from slimbert.formats import EXECUTORCH_META_FILE as META_FILE
+from slimbert.formats import PTE_FILE
 from slimbert.runtimes import get_runtime
 from tests.conftest import token_batch
 

@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 
 from slimbert.errors import ExportError
-from slimbert.export.onnx import ONNX_FILE, OnnxExportConfig, export_onnx
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+from slimbert.export.onnx import OnnxExportConfig, export_onnx
+from slimbert.formats import ONNX_FILE
 from slimbert.models import load_classifier
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
 from slimbert.runtimes import get_runtime
 
 
@@ -63,7 +65,7 @@ def test_corrupt_onnx_file_is_a_clear_error(exported, tmp_path):
 
 
 def test_pytorch_logits_match_runtime(exported, tiny_classifier, dev_enc):
-    from slimbert.compress.trainer import predict_logits
+    from slimbert.runtimes.torch_runtime import predict_logits
 
     out, _ = exported
     torch_logits = predict_logits(load_classifier(tiny_classifier), dev_enc)

@@ -5,9 +5,7 @@ import pytest
 
 from slimbert.errors import ExportError
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import (
-    ORT_FILE,
     REQUIRED_OPS_AND_TYPES_FILE,
     REQUIRED_OPS_FILE,
     OrtMobileConfig,
@@ -15,7 +13,10 @@ from slimbert.export.ort_mobile import (
     export_ort_mobile,
     read_required_ops,
 )
+from slimbert.formats import ORT_FILE
 from slimbert.pipeline import run_recipe
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.quantize.onnx_ptq import quantize_onnx
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
 from tests.conftest import tiny_recipe

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 from slimbert.errors import ExportError
-from slimbert.export.onnx import ONNX_FILE, OnnxExportConfig, export_onnx
-from slimbert.export.tensorrt import BUILD_SCRIPT, ENGINE_FILE, TensorrtConfig, export_tensorrt
+from slimbert.export.onnx import OnnxExportConfig, export_onnx
+from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
+from slimbert.formats import ENGINE_FILE, ONNX_FILE
+from slimbert.formats import TENSORRT_BUILD_SCRIPT as BUILD_SCRIPT
 from slimbert.runtimes import all_runtimes, get_runtime
 
 
@@ -44,7 +46,8 @@ def test_fused_graph_is_refused_with_the_fix(exported, tmp_path):
 def test_int8_needs_a_qdq_graph(unfused, tmp_path, dev_enc, train_enc):
     with pytest.raises(ExportError, match="has none"):
         export_tensorrt(unfused, tmp_path / "a", TensorrtConfig(precision="int8", build="never"))
-    from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
+    from slimbert.quantize.config import OnnxQuantizeConfig
+    from slimbert.quantize.onnx_ptq import quantize_onnx
 
     qdq = tmp_path / "qdq"
     qdq.mkdir()

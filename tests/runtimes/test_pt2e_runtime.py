@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from slimbert.bench.run import default_targets
-from slimbert.compress.torch_quant import TorchQuantizeConfig, quantize_torch
 from slimbert.errors import ExportError
+from slimbert.quantize.config import TorchQuantizeConfig
+from slimbert.quantize.torch_ptq import quantize_torch
 from slimbert.runtimes import all_runtimes, get_runtime, pt2e_runtime
 from tests.conftest import token_batch
 

@@ -1,6 +1,6 @@
 import pytest
 
-from slimbert.export.cpu_isa import detect_isa, int8_formats
+from slimbert.hw import detect_isa, int8_formats
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512_vnni\n"
 HASWELL = "flags\t\t: fpu sse2 avx avx2 fma\n"

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from slimbert.compress.torch_quant import BACKENDS, TorchQuantizeConfig, quantize_torch
 from slimbert.data import encode_split
 from slimbert.errors import ExportError, RuntimeUnavailable, SlimbertError
-from slimbert.export.pt2e import PT2_FILE, PT2_META_FILE
+from slimbert.formats import PT2_FILE, PT2_META_FILE, detect
 from slimbert.models import load_classifier, load_tokenizer
 from slimbert.pipeline import run_recipe
+from slimbert.quantize.config import TorchQuantizeConfig
+from slimbert.quantize.torch_ptq import BACKENDS, quantize_torch
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import get_runtime
-from slimbert.stages import detect_kind
 from tests.conftest import build_tiny_bert, tiny_recipe, token_batch
 
 FAST = {"calibration_examples": 64}
@@ -39,7 +39,7 @@ def _batch(rows: int, seq: int) -> dict[str, np.ndarray]:
 def test_static_artifact_saves_reloads_and_agrees_with_fp32(static_artifact, tiny_classifier):
     out, metrics = static_artifact
     assert {PT2_FILE, PT2_META_FILE, "config.json", "vocab.txt"} <= {p.name for p in out.iterdir()}
-    assert detect_kind(out) == "pt2e"
+    assert detect(out) == "pt2e"
     assert metrics["backend"] == "torchao-x86" and metrics["mode"] == "static"
     assert metrics["int8_layers"] == TINY_LINEARS and metrics["fp32_layers"] == []
     assert metrics["agreement_with_source"]["agreement"] >= 0.95
@@ -100,7 +100,7 @@ def fragile(tmp_path_factory, tiny_data):
     The classifier bias is moved to the median dev margin and the dev labels are the fp32
     model's own predictions, so fp32 scores 100% and every prediction INT8 flips costs accuracy.
     """
-    from slimbert.compress.trainer import predict_logits
+    from slimbert.runtimes.torch_runtime import predict_logits
 
     folder = build_tiny_bert(tmp_path_factory.mktemp("models") / "fragile", layers=1, num_labels=2)
     dev = encode_split(load_tokenizer(folder), tiny_data.splits["dev"], 32)
@@ -150,7 +150,7 @@ def test_inc_tolerance_falls_back_to_fp32_layers(fragile, tmp_path):
 def test_inc_unmet_tolerance_keeps_the_best_and_says_so(fragile, tmp_path, caplog):
     folder, dev, train = fragile
     cfg = TorchQuantizeConfig(backend="inc", tolerance=0.0, max_fallback_layers=1, **FAST)
-    with caplog.at_level(logging.WARNING, logger="slimbert.compress.torch_quant"):
+    with caplog.at_level(logging.WARNING, logger="slimbert.quantize.inc"):
         metrics = quantize_torch(folder, tmp_path, cfg, dev, train)
     tuning = metrics["tuning"]
     assert not tuning["met"] and metrics["dev_drop_points"] > 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,46 +22,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimbert.compress.distill import KDConfig, distill_into
+from slimbert.compress.distill import distill_into
 from slimbert.compress.student import find_layers
-from slimbert.compress.trainer import (
-    evaluate,
-    predict_logits,
-    to_tensors,
-)
+from slimbert.compress.trainer import evaluate, to_tensors
 from slimbert.data import TextClassificationData, encode_split, iterate_batches
-from slimbert.export.onnx import (
-    ONNX_FILE,
-    OnnxExportConfig,
-    compare_logits,
-    copy_model_metadata,
-    torch_export,
-)
+from slimbert.export.onnx import OnnxExportConfig, copy_model_metadata, torch_export
+from slimbert.formats import ONNX_FILE
 from slimbert.models import load_classifier, load_tokenizer
+from slimbert.quantize.config import QatConfig
+from slimbert.runtimes.torch_runtime import predict_logits
+from slimbert.validation import compare_logits, drop_points
 
 log = logging.getLogger(__name__)
 
 QMIN, QMAX = -128, 127
 
 
-@dataclass
-class QatConfig(KDConfig):
-    """Short, gentle fine-tuning: the model is already trained, only rounding is new.
-
-    The teacher is the fp32 model itself; hidden-state and attention losses pair its layers
-    one to one with the fake-quantized copy's.
-    """
-
-    epochs: int = 2
-    lr: float = 2e-5
-    calibration_batches: int = 16
-    opset: int = 17
-    atol: float = 1e-2  # ONNX vs fake-quantized PyTorch: roundings may land one step apart
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.calibration_batches < 1:
-            raise ValueError("calibration_batches must be >= 1")
 
 
 class FakeQuantLinear(nn.Module):
@@ -200,7 +175,7 @@ def qat(model_dir: Path, data: TextClassificationData, cfg: QatConfig, out_dir: 
                     "predictions (max |logit diff| %.3g)", 100 * check["agreement"], check["max_abs_diff"])
     return {
         "test": test, "test_fp32": fp32_test, "test_ptq_before_training": ptq_test,
-        "points_vs_fp32": 100 * (test["accuracy"] - fp32_test["accuracy"]),
+        "points_vs_fp32": -drop_points(fp32_test["accuracy"], test["accuracy"]),
         "quantized_linears": len(layers), "int8_weights_stored": folded, "onnx_vs_torch": check,
         "activation_scales": "per-tensor, symmetric int8", "weight_scales": "per-channel, symmetric int8",
         **result.metrics(),

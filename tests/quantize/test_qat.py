@@ -3,9 +3,10 @@ import pytest
 import torch
 from torch import nn
 
-from slimbert.compress.qat import FakeQuantLinear, QatConfig, calibrate_inputs, prepare_qat, qat
 from slimbert.data import DatasetConfig, load_dataset
-from slimbert.export.onnx import ONNX_FILE
+from slimbert.formats import ONNX_FILE
+from slimbert.quantize.config import QatConfig
+from slimbert.quantize.qat import FakeQuantLinear, calibrate_inputs, prepare_qat, qat
 
 
 def test_fake_quant_linear_rounds_to_int8_grid():

@@ -1,4 +1,9 @@
-"""Which INT8 formats are fast on which CPU, decided from its instruction set.
+"""What this machine can run: the CPU's instruction set (and the INT8 formats fast on it),
+and the optional native runtimes (TensorRT with a CUDA GPU, ExecuTorch with XNNPACK).
+
+A leaf, probed by the exporters, the quantizers and the runtimes alike.
+
+Which INT8 formats are fast on which CPU, decided from its instruction set:
 
 INT8 that is no faster than FP32 is the most common surprise with ONNX Runtime on CPU: x86
 kernels multiply u8 activations by s8 weights (VPMADDUBSW, or VNNI's VPDPBUSD), so s8
@@ -14,6 +19,8 @@ import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+from slimbert.formats import TENSORRT_HINT
 
 IsaName = Literal["x86-vnni", "x86-avx512", "x86-avx2", "arm64-dotprod", "arm64", "generic"]
 
@@ -88,3 +95,30 @@ def int8_formats(isa: str | None = None) -> Int8Formats:
         raise ValueError(f"unknown instruction set {name!r}; known: {', '.join(ISA_NAMES)}")
     activation, weight, reduce_range, why = _FORMATS[name]
     return Int8Formats(name, activation, weight, reduce_range, why)  # type: ignore[arg-type]
+
+
+def tensorrt_missing() -> str | None:
+    """None when TensorRT's Python package imports and a CUDA GPU is visible; otherwise why not."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return f"the tensorrt Python package is not installed ({TENSORRT_HINT})"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible"
+    return None
+
+
+def executorch_missing() -> str | None:
+    """None when ExecuTorch with its XNNPACK backend is importable; otherwise why not."""
+    try:
+        from executorch.runtime import Runtime
+    except ImportError as exc:
+        return f"executorch is not installed ({exc.name or exc})"
+    try:
+        if not Runtime.get().backend_registry.is_available("XnnpackBackend"):
+            return "this executorch build has no XNNPACK backend"
+    except Exception as exc:  # a broken native extension: say so rather than crash the bench
+        return f"executorch's runtime does not load: {exc}"
+    return None

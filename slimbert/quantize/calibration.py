@@ -17,15 +17,15 @@ import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from slimbert.data import EncodedSplit, iterate_batches
 from slimbert.errors import ExportError
 from slimbert.progress import progress_bar
+from slimbert.quantize.config import CalibrationName
 
 log = logging.getLogger(__name__)
 
-CalibrationName = Literal["minmax", "entropy", "percentile", "distribution"]
+
 
 
 def ort_method(name: CalibrationName):

@@ -6,10 +6,11 @@ import pytest
 
 from slimbert.data import iterate_batches
 from slimbert.errors import ExportError
-from slimbert.export.calibration import calibrate, with_inferred_shapes
-from slimbert.export.onnx import ONNX_FILE
-from slimbert.export.onnx_quant import OnnxQuantizeConfig, QuantJob, quantizable_nodes, quantize_onnx, run_job
-from slimbert.export.quant_repair import repair, sensitivity
+from slimbert.formats import ONNX_FILE
+from slimbert.quantize.calibration import calibrate, with_inferred_shapes
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.quantize.onnx_ptq import QuantJob, quantizable_nodes, quantize_onnx, run_job
+from slimbert.quantize.onnx_repair import repair, sensitivity
 from slimbert.runtimes import get_runtime
 
 
@@ -89,7 +90,7 @@ def test_fp8_qdq_runs_on_cpu_and_keeps_predictions(exported, dev_enc, train_enc,
 
 
 def test_fp8_weight_scales_are_per_output_channel():
-    from slimbert.export.fp8_qdq import quantize_weight
+    from slimbert.quantize.fp8_qdq import quantize_weight
 
     w = np.array([[1.0, 100.0], [-2.0, 50.0]], dtype=np.float32)  # [K, N]: channel = column
     q, scale = quantize_weight(w, "e4m3fn", axis=1)

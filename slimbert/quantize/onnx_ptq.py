@@ -4,7 +4,7 @@ Methods form a registry (``QUANTIZERS``): each takes the shape-annotated fp32 gr
 writes the quantized one. Around them this module does what every method shares:
 calibration (streamed, cached, reused), the CPU-dependent choice of INT8 types, the
 accuracy check against the fp32 source on dev examples, and, when a tolerance is set, the
-sensitivity search that keeps the most damaging nodes in fp32 (``quant_repair``).
+sensitivity search that keeps the most damaging nodes in fp32 (``onnx_repair``).
 
 Peers quantize the plain export because quantizing a fused graph stops on ORT's "Unable to
 find data type for weight_name" (the contrib ops carry no shape inference). slimbert
@@ -19,99 +19,19 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import Any
 
 from slimbert.data import EncodedSplit
 from slimbert.errors import ExportError
-from slimbert.export.calibration import CalibrationName, calibrate, ort_method, with_inferred_shapes
-from slimbert.export.cpu_isa import ISA_NAMES, Int8Formats, int8_formats
-from slimbert.export.onnx import ONNX_FILE, compare_logits, copy_model_metadata
+from slimbert.export.onnx import copy_model_metadata, quantized_ops
+from slimbert.formats import ONNX_FILE
+from slimbert.hw import Int8Formats
 from slimbert.progress import quiet_logger
+from slimbert.quantize.calibration import calibrate, ort_method, with_inferred_shapes
+from slimbert.quantize.config import OnnxQuantizeConfig
+from slimbert.validation import accuracy, compare_logits, drop_points
 
 log = logging.getLogger(__name__)
-
-QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
-             "MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd"}
-
-
-@dataclass
-class OnnxQuantizeConfig:
-    """How to quantize. ``auto`` types follow the CPU's instruction set (see cpu_isa.py).
-
-    mode: dynamic (weights offline, activations per batch at run time: no calibration),
-    static (activations calibrated on training examples; fastest on CPU), fp8 (E4M3/E5M2
-    QDQ for GPUs with FP8 tensor cores; ONNX Runtime runs it on CPU, emulated, to check
-    accuracy).
-    """
-
-    mode: Literal["dynamic", "static", "fp8"] = "dynamic"
-    format: Literal["qoperator", "qdq"] = "qoperator"  # static INT8 only
-    # ORT's static quantizer has no rule for the fused Attention op, which holds a quarter of
-    # an encoder layer's matmul work; "dynamic" quantizes it in a second pass (QAttention)
-    attention: Literal["dynamic", "fp32"] = "dynamic"
-    # ORT's own names (qint8, quint8) are accepted too: recipes written for ORT keep working
-    activation_type: Literal["auto", "uint8", "int8", "quint8", "qint8"] = "auto"
-    weight_type: Literal["auto", "uint8", "int8", "quint8", "qint8"] = "auto"
-    reduce_range: bool | None = None  # 7-bit weights; None: from the instruction set
-    target_isa: str = "auto"  # which CPU to choose INT8 types for; auto: this one
-    per_channel: bool = False  # INT8 weights; FP8 weights are per channel unless false
-    activation_symmetric: bool = False
-    calibration: CalibrationName = "minmax"
-    calibration_examples: int = 512
-    calibration_batch_size: int = 32
-    percentile: float = 99.999
-    fp8_format: Literal["e4m3fn", "e5m2"] = "e4m3fn"
-    fp8_per_channel: bool = True
-    op_types: list[str] | None = None  # None: every op type the method quantizes
-    exclude_nodes: list[str] | None = None
-    exclude_op_types: list[str] | None = None
-    tolerance: float | None = None  # max dev-accuracy drop in points; sensitive nodes fall back
-    # what a sensitive node falls back to: "dynamic" INT8 (scales per run follow the outliers
-    # that a calibrated range clips, at INT8 speed; ORT CPU only, so QOperator only), "fp32",
-    # or "auto": dynamic for static QOperator, fp32 otherwise (Q/DQ graphs are TensorRT's input)
-    fallback: Literal["auto", "dynamic", "fp32"] = "auto"
-    max_fallback_nodes: int = 12
-
-    def __post_init__(self) -> None:
-        aliases = {"qint8": "int8", "quint8": "uint8"}
-        self.activation_type = aliases.get(self.activation_type, self.activation_type)
-        self.weight_type = aliases.get(self.weight_type, self.weight_type)
-        if self.target_isa != "auto" and self.target_isa not in ISA_NAMES:
-            raise ValueError(f"target_isa must be auto or one of {', '.join(ISA_NAMES)}, "
-                             f"got {self.target_isa!r}")
-        if self.calibration_examples < 1 or self.calibration_batch_size < 1:
-            raise ValueError("calibration_examples and calibration_batch_size must be >= 1")
-        if not 90 < self.percentile < 100:
-            raise ValueError(f"percentile must be in (90, 100), got {self.percentile}")
-        if self.tolerance is not None and self.tolerance < 0:
-            raise ValueError(f"tolerance must be >= 0 points, got {self.tolerance}")
-        if self.mode == "fp8" and self.calibration not in ("minmax", "percentile"):
-            raise ValueError("fp8 scales come from a calibrated range: calibration must be "
-                             f"minmax or percentile, got {self.calibration!r}")
-        if self.max_fallback_nodes < 1:
-            raise ValueError("max_fallback_nodes must be >= 1")
-        if self.fallback == "dynamic" and (self.mode != "static" or self.format != "qoperator"):
-            raise ValueError("fallback: dynamic needs mode: static and format: qoperator (dynamic INT8 "
-                             "nodes run on ONNX Runtime's CPU kernels, not in Q/DQ graphs)")
-
-    def fallback_precision(self) -> str:
-        """What the repair's sensitive nodes become: "dynamic" or "fp32"."""
-        if self.fallback != "auto":
-            return self.fallback
-        return "dynamic" if (self.mode, self.format) == ("static", "qoperator") else "fp32"
-
-    def int8_formats(self) -> Int8Formats:
-        """The INT8 types after resolving ``auto`` against the target instruction set."""
-        chosen = int8_formats(None if self.target_isa == "auto" else self.target_isa)
-        activation = chosen.activation_type if self.activation_type == "auto" else self.activation_type
-        weight = chosen.weight_type if self.weight_type == "auto" else self.weight_type
-        reduce = chosen.reduce_range if self.reduce_range is None else self.reduce_range
-        if (activation, weight, reduce) == (chosen.activation_type, chosen.weight_type, chosen.reduce_range):
-            return chosen
-        return Int8Formats(chosen.isa, activation, weight, reduce, "set in the recipe")
-
 
 @dataclass
 class QuantJob:
@@ -125,7 +45,7 @@ class QuantJob:
     # kept in fp32: the recipe's nodes and op types (resolved once, see recipe_exclusions)
     # plus, after a repair, the nodes it chose
     exclude_nodes: list[str] = field(default_factory=list)
-    # static mode: nodes quantized dynamically instead (a repair's choice, see quant_repair.py)
+    # static mode: nodes quantized dynamically instead (a repair's choice, see onnx_repair.py)
     dynamic_nodes: list[str] = field(default_factory=list)
     only_nodes: list[str] | None = None  # sensitivity analysis: quantize just these
 
@@ -268,7 +188,7 @@ def _fp8(job: QuantJob) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import load_tensors_data
 
-    from slimbert.export.fp8_qdq import ensure_opset, insert_fp8_qdq
+    from slimbert.quantize.fp8_qdq import ensure_opset, insert_fp8_qdq
 
     ranges = {name: data.range_value for name, data in load_tensors_data(job.calibration_cache).items()}
     model = onnx.load(str(job.source))
@@ -303,14 +223,6 @@ QUANTIZERS: dict[str, tuple[Callable[[QuantJob], dict[str, Any]], bool]] = {
 }
 
 
-def quantized_ops(path: Path) -> list[str]:
-    """The quantization op types in the ONNX graph at ``path`` (empty for a float graph)."""
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    return sorted({n.op_type for n in graph.node if n.op_type in QUANT_OPS})
-
-
 def run_job(job: QuantJob) -> dict[str, Any]:
     method, _ = QUANTIZERS[job.cfg.mode]
     with quiet_logger():  # ORT logs "consider pre-processing" on the root logger
@@ -327,10 +239,6 @@ def run_job(job: QuantJob) -> dict[str, Any]:
             ) from exc
 
 
-def dev_accuracy(logits: np.ndarray, enc: EncodedSplit) -> float:
-    return float((logits.argmax(-1) == enc.labels).mean())
-
-
 def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: EncodedSplit,
                   calibration: EncodedSplit | None = None, *, progress: bool = False) -> dict[str, Any]:
     """Quantize ``src_dir/model.onnx`` into ``out_dir``; report the accuracy cost on ``dev``.
@@ -338,7 +246,7 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
     ``calibration`` (training examples) is needed by static and fp8; with a ``tolerance``
     the most sensitive nodes go back to fp32 until the dev drop is within it.
     """
-    from slimbert.export.quant_repair import repair
+    from slimbert.quantize.onnx_repair import repair
     from slimbert.runtimes import get_runtime
 
     src_dir, out_dir = Path(src_dir), Path(out_dir)
@@ -374,12 +282,12 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
             logits = runtime.load(out_dir).predict(dev)
         excluded, dynamic_nodes = job.excluded(), sorted(job.dynamic_nodes)
     check = compare_logits(fp32_logits, logits)
-    fp32_acc, acc = dev_accuracy(fp32_logits, dev), dev_accuracy(logits, dev)
+    fp32_acc, acc = accuracy(fp32_logits, dev.labels), accuracy(logits, dev.labels)
     log.info("%s quantization: dev accuracy %.2f%% (fp32 %.2f%%), agreement %.2f%%", cfg.mode, 100 * acc,
              100 * fp32_acc, 100 * check["agreement"])
     metrics: dict[str, Any] = {
         "mode": cfg.mode, **details, "agreement_with_source": check,
-        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": 100 * (fp32_acc - acc),
+        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": drop_points(fp32_acc, acc),
         "calibration": None,
         "excluded_nodes": excluded,
         "dynamic_nodes": dynamic_nodes,
