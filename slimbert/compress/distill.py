@@ -13,9 +13,8 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,17 +23,15 @@ from torch import nn
 
 from slimbert import distributed
 from slimbert.compress.augment import AugmentConfig, augment_by_masked_lm, augment_by_neighbours
+from slimbert.compress.config import DistillConfig, KDConfig
 from slimbert.compress.kd_losses import attention_kl_loss, hidden_state_loss, kd_loss
 from slimbert.compress.student import (
-    LayerChoice,
     build_student,
     find_layers,
-    parse_first_k,
     resolve_layers,
     uniform_layer_map,
 )
 from slimbert.compress.trainer import (
-    TrainConfig,
     TrainResult,
     evaluate,
     label_tensor,
@@ -46,52 +43,6 @@ from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class KDConfig(TrainConfig):
-    """The loss mix of every stage that trains through ``distill_into``."""
-
-    temperature: float = 2.0
-    alpha_kd: float = 0.7
-    alpha_ce: float = 0.3
-    alpha_hidden: float = 0.0
-    alpha_attention: float = 0.0  # MiniLM: KL between self-attention distributions
-    hidden_loss: Literal["cosine", "mse"] = "cosine"  # mse: through a projection if widths differ
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        weights = {"alpha_kd": self.alpha_kd, "alpha_ce": self.alpha_ce,
-                   "alpha_hidden": self.alpha_hidden, "alpha_attention": self.alpha_attention}
-        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-            listed = ", ".join(f"{k}={v}" for k, v in weights.items())
-            raise ValueError(f"loss weights {listed} must be >= 0 and not all 0")
-
-
-@dataclass
-class DistillConfig(KDConfig):
-    """Student shape, loss weights (defaults: the DistilBERT recipe on logits), augmentation."""
-
-    # teacher layers to copy ("every-other", "first-<k>" or a list); with student_model,
-    # layers of that model to keep (default: all)
-    layers: LayerChoice | None = None
-    # the student to start from: a smaller pretrained model (hub id, folder, asset), or in a
-    # recipe an earlier distill stage's student (TinyBERT's two phases)
-    student_model: str | None = None
-    layer_map: list[int] | None = None  # teacher layer each student layer imitates; default uniform
-    augment: AugmentConfig | None = None
-    epochs: int = 4
-    # training seed (new layers' init, batch order, dropout, augmentation); None: the recipe's
-    # seed, which also draws the split, so seeds here vary training on one fixed split
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.layers, str) and self.layers != "every-other":
-            parse_first_k(self.layers)
-        if self.layer_map is not None and not self.layer_map:
-            raise ValueError("layer_map must list one teacher layer per student layer, got []")
 
 
 def cached_teacher_logits(teacher, enc: EncodedSplit, work_dir: Path, progress: bool) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from slimbert import distributed
+from slimbert.compress.config import TrainConfig
 from slimbert.data import EncodedSplit, classification_metrics, collate
 from slimbert.data.tokenize import training_batches
 from slimbert.errors import RecipeError
@@ -38,45 +39,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-MIXED_PRECISION = ("no", "bf16", "fp16")
 
 # loss_fn(model, batch tensors on the training device, example indices) -> scalar loss
 LossFn = Callable[[torch.nn.Module, dict[str, torch.Tensor], np.ndarray], torch.Tensor]
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings shared by every training stage."""
-
-    epochs: int = 3
-    lr: float = 5e-5
-    batch_size: int = 32
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    patience: int = 2  # epochs without dev improvement before stopping; 0 = never stop
-    metric: str = "accuracy"  # dev metric for early stopping / best checkpoint
-    evals_per_epoch: int = 1
-    checkpoint_every: int = 100  # optimiser steps between resumable checkpoints
-    length_pool: int = 50  # batches per length-sorted pool (less padding); 1 = random batches
-    mixed_precision: str = "no"  # "bf16" (GPU or CPU) or "fp16" (GPU, with loss scaling)
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.metric not in ("accuracy", "macro_f1", "mcc"):
-            raise ValueError(f"metric must be accuracy, macro_f1 or mcc, got {self.metric!r}")
-        if self.evals_per_epoch < 1 or self.checkpoint_every < 1 or self.length_pool < 1:
-            raise ValueError("evals_per_epoch, checkpoint_every and length_pool must be >= 1")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {', '.join(MIXED_PRECISION)}, "
-                             f"got {self.mixed_precision!r}")
 
 
 @dataclass
