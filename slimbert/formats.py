@@ -56,7 +56,7 @@ KINDS: dict[str, ArtifactKind] = {k.name: k for k in (
     ArtifactKind("report", None, (), exported=False),
 )}
 
-MODEL_KINDS: tuple[str, ...] = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt", "pt2e")
+MODEL_FORMATS: tuple[str, ...] = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt", "pt2e")
 # every model file of every kind: the size of a folder whose kind is unknown
 MODEL_FILE_SUFFIXES: tuple[str, ...] = tuple(dict.fromkeys(s for k in KINDS.values()
                                                            for s in k.size_suffixes))

@@ -28,10 +28,10 @@ from slimbert.artifacts import (
     write_json_atomic,
     write_text_atomic,
 )
-from slimbert.bench.run import BenchEntry
+from slimbert.bench.config import BenchEntry
 from slimbert.data import TextClassificationData, load_dataset, with_absolute_paths
 from slimbert.errors import RecipeError
-from slimbert.formats import MODEL_KINDS
+from slimbert.formats import MODEL_FORMATS
 from slimbert.formats import detect as detect_kind
 from slimbert.models import model_fingerprint, resolve_model
 from slimbert.recipe import Recipe, StageSpec
@@ -90,15 +90,15 @@ class _Run:
         return self._model
 
     def resolve_input(self, spec: StageSpec) -> StageInput | None:
-        wanted = STAGES[spec.type].input_kind
+        wanted = STAGES[spec.type].input_format
         if wanted is None:
             return None
         if spec.input == "model":
             found = self.model
         elif spec.input is not None:
             found = self.done[spec.input]
-        else:  # the latest earlier stage of the right kind, else the base model
-            earlier = [s for s in self.done.values() if s.kind == wanted]
+        else:  # the latest earlier stage of the right format, else the base model
+            earlier = [s for s in self.done.values() if s.format == wanted]
             if earlier:
                 found = earlier[-1]
             elif wanted == "hf-model":
@@ -109,10 +109,10 @@ class _Run:
                     "stage produces one.",
                     hint="add the stage that produces it first, or set `input:`.",
                 )
-        if found.kind != wanted:
+        if found.format != wanted:
             raise RecipeError(
                 f"stage {spec.name!r} ({spec.type}) needs a {wanted} input, but "
-                f"{found.name!r} is a {found.kind}.",
+                f"{found.name!r} is a {found.format}.",
             )
         return found
 
@@ -134,28 +134,29 @@ class _Run:
 
     def record(self, name: str, artifact: Artifact) -> None:
         """Make a finished stage's model available as a later stage's input."""
-        if artifact.kind in MODEL_KINDS:
+        if artifact.kind in MODEL_FORMATS:
             self.done[name] = StageInput(name, artifact.path, artifact.kind,
                                          sha256_json(artifact.manifest.files))
 
     def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
         names = spec.config.artifacts
         if names is None:
-            return [BenchEntry(s.name, s.path, s.kind) for s in self.done.values() if s.kind in MODEL_KINDS]
+            return [BenchEntry(s.name, s.path, s.format) for s in self.done.values()
+                    if s.format in MODEL_FORMATS]
         entries = []
         for name in names:
             if name in self.done:
                 s = self.done[name]
-                entries.append(BenchEntry(s.name, s.path, s.kind))
+                entries.append(BenchEntry(s.name, s.path, s.format))
                 continue
             if name == "model":
                 entries.append(BenchEntry("model", self.model.path, "hf-model"))
                 continue
             path = Path(name).expanduser()
             path = path if path.is_absolute() else self.recipe.base_dir / path
-            kind = detect_kind(path) if path.is_dir() else None
-            if kind not in MODEL_KINDS:
-                what = (f"a {kind} folder, not a model" if kind else "a folder without a model"
+            found = detect_kind(path) if path.is_dir() else None
+            if found not in MODEL_FORMATS:
+                what = (f"a {found} folder, not a model" if found else "a folder without a model"
                         if path.is_dir() else "neither an earlier stage nor an existing folder")
                 earlier = f"; earlier stages: {', '.join(self.done)}" if self.done else ""
                 raise RecipeError(
@@ -163,7 +164,7 @@ class _Run:
                     hint="give a model folder (config.json + weights, model.onnx, model.ort, "
                     f"model.pte or model.pt2){earlier}.",
                 )
-            entries.append(BenchEntry(path.name, path, kind))
+            entries.append(BenchEntry(path.name, path, found))
         return entries
 
 
@@ -191,7 +192,7 @@ def _plan(run: _Run, spec: StageSpec) -> _Plan:
         e.name: run.done[e.name].fingerprint if e.name in run.done else _input_fingerprint(e)
         for e in entries}
     references = {ref: run.resolve_reference(spec, ref)
-                  for ref in (stage.references(spec.config, run.done.keys()) if stage.references else [])}
+                  for ref in stage.references(spec.config, run.done.keys())}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
     inputs_hash = _inputs_hash(run, spec.type, to_dict(spec.config), parents)
     return _Plan(stage_input, entries, parents, references, inputs_hash)
@@ -283,10 +284,10 @@ def plan_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
         if reason is None and waits:
             reason = f"after {', '.join(waits)}"
         planned.append(PlannedStage(spec.name, spec.type, reason))
-        kind = STAGES[spec.type].output_kind
-        if kind in MODEL_KINDS:  # the artifact there now stands in for the one a run would make
+        output_format = STAGES[spec.type].output_format
+        if output_format in MODEL_FORMATS:  # the artifact there now stands in for the one a run would make
             fingerprint = sha256_json(existing.manifest.files) if existing else f"pending {spec.name}"
-            run.done[spec.name] = StageInput(spec.name, out_dir / spec.name, kind, fingerprint)
+            run.done[spec.name] = StageInput(spec.name, out_dir / spec.name, output_format, fingerprint)
     return planned
 
 
@@ -298,7 +299,7 @@ def _produce(run: _Run, spec: StageSpec, plan: _Plan, dest: Path, work: Path) ->
         if stage.trains:
             distributed.barrier()  # every process is done with the work folder
         manifest = Manifest(
-            kind=stage.output_kind, stage=spec.name, stage_type=spec.type,
+            kind=stage.output_format, stage=spec.name, stage_type=spec.type,
             inputs_hash=plan.inputs_hash, config=to_dict(spec.config), parents=plan.parents,
             metrics=metrics,
             extra={"recipe": run.recipe.name, "seed": run.recipe.seed, "dataset": run.data.info,

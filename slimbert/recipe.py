@@ -59,28 +59,27 @@ def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
     if not isinstance(entry, dict):
         raise RecipeError(f"{source}: {where} must be a mapping with a `type`, got {entry!r}.")
     entry = dict(entry)
-    kind = entry.pop("type", None)
-    if kind is None:
+    stage_type = entry.pop("type", None)
+    if stage_type is None:
         raise RecipeError(f"{source}: {where} has no `type`; one of: {', '.join(STAGES)}.")
-    if kind not in STAGES:
-        close = difflib.get_close_matches(str(kind), list(STAGES), n=1)
+    if stage_type not in STAGES:
+        close = difflib.get_close_matches(str(stage_type), list(STAGES), n=1)
         raise RecipeError(
-            f"{source}: {where} has unknown stage type {kind!r}; known: {', '.join(STAGES)}.",
+            f"{source}: {where} has unknown stage type {stage_type!r}; known: {', '.join(STAGES)}.",
             hint=f"did you mean {close[0]!r}?" if close else None,
         )
-    name = entry.pop("name", kind)
+    name = entry.pop("name", stage_type)
     stage_input = entry.pop("input", None)
     for key, value in (("name", name), ("input", stage_input)):
         if value is not None and not isinstance(value, str):
             raise RecipeError(f"{source}: {where}.{key} must be a string, got {value!r}.")
-    config = from_dict(STAGES[kind].config_cls, entry, source=source, path=f"{where} ({name})")
-    return StageSpec(type=kind, name=name, config=config, input=stage_input)
+    config = from_dict(STAGES[stage_type].config_cls, entry, source=source, path=f"{where} ({name})")
+    return StageSpec(type=stage_type, name=name, config=config, input=stage_input)
 
 
 def _named_artifacts(spec: StageSpec, seen: set[str]) -> list[str]:
     """Stages or folders a config names: references (e.g. a recovery teacher), benched artifacts."""
-    refs = STAGES[spec.type].references
-    named = list(refs(spec.config, seen)) if refs else []
+    named = STAGES[spec.type].references(spec.config, seen)
     return named + list(getattr(spec.config, "artifacts", None) or [])
 
 

@@ -1,33 +1,40 @@
-"""The recipe's stage types: a registry mapping a name to config class and runner.
+"""The recipe's stage types: a registry mapping a name to its config class and runner.
 
-Adding a stage type (prune, quantize-static, export-mobile, ...) means writing its config
-dataclass and a ``run(ctx) -> metrics`` function and registering them here; the engine,
-the recipe parser, caching and the CLI pick it up without further changes.
+Config classes and runners are named by "module:attribute" strings and imported when a
+recipe uses the stage (config) or runs it (runner), as Olive's pass registry names its
+passes: parsing a recipe or planning a run (`slimbert run --dry-run`) then imports no
+torch, transformers or ONNX Runtime. Config classes live in modules that import none of
+them (``compress/config.py``, ``export/config.py``, ``bench/config.py``); runners in
+``stage_runners.py``, which imports each stage's code only inside its runner.
+
+Adding a stage type means writing its config dataclass and a ``run(ctx) -> metrics``
+function and registering their names here; the engine, the recipe parser, caching and the
+CLI pick it up without further changes. ``tests/test_stages.py`` imports every name, so a
+typo fails CI.
+
+Words: an artifact's *format* is what its files are ("hf-model", "onnx", ..., "report";
+the manifest's ``kind`` key); a stage's *type* is its registry name ("finetune", ...).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import importlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slimbert.artifacts import write_json_atomic
-from slimbert.bench.report import pareto_plot, render_html, render_markdown
-from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
-from slimbert.compress.distill import DistillConfig, distill
-from slimbert.compress.finetune import FinetuneConfig, finetune
-from slimbert.compress.prune import PruneConfig, prune
-from slimbert.data import TextClassificationData, encode_split
-from slimbert.export.executorch import ExecutorchConfig, export_executorch
-from slimbert.export.onnx import OnnxExportConfig, export_onnx
-from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
-from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
-from slimbert.models import load_tokenizer
-from slimbert.quantize.config import OnnxQuantizeConfig, QatConfig, TorchQuantizeConfig
-from slimbert.quantize.onnx_ptq import quantize_onnx
-from slimbert.quantize.qat import qat
-from slimbert.quantize.torch_ptq import quantize_torch
+if TYPE_CHECKING:
+    from slimbert.bench.config import BenchEntry
+    from slimbert.data import TextClassificationData
+
+from slimbert.formats import MODEL_FORMATS  # noqa: F401  (the formats that hold a model)
+
+
+def load_object(ref: str) -> Any:
+    """The attribute a "package.module:attribute" string names, importing its module."""
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class StageInput:
 
     name: str
     path: Path
-    kind: str
+    format: str  # artifact format, e.g. "hf-model"
     fingerprint: str
 
 
@@ -60,134 +67,72 @@ class StageContext:
 @dataclass(frozen=True)
 class StageType:
     name: str
-    config_cls: type
-    input_kind: str | None  # kind of artifact it reads; None for bench
-    output_kind: str
-    run: Callable[[StageContext], dict[str, Any]]
+    config: str  # "module:Class" of its config dataclass, in a module that imports no torch
+    input_format: str | None  # artifact format it reads; None for bench
+    output_format: str
+    runner: str  # "module:function" taking a StageContext and returning the stage's metrics
     help: str
-    # (config, names of the earlier model stages) -> names of further inputs the config
-    # refers to (earlier stages or model folders)
-    references: Callable[[Any, Collection[str]], list[str]] | None = None
+    # "module:function": (config, names of the earlier model stages) -> names of further
+    # inputs the config refers to (earlier stages or model folders); no torch either
+    referrer: str | None = None
     # runs on every process of a multi-process launch (DDP); other stages run on the main one
     trains: bool = False
 
+    @property
+    def config_cls(self) -> type:
+        return load_object(self.config)
 
-def _validation_split(ctx: StageContext, n: int = 512):
-    tokenizer = load_tokenizer(ctx.input.path)
-    dev = ctx.data.splits["dev"]
-    return encode_split(tokenizer, dev.take(list(range(min(n, len(dev))))), ctx.max_length)
+    def run(self, ctx: StageContext) -> dict[str, Any]:
+        """Run the stage: only now are its libraries (torch, ONNX Runtime, ...) imported."""
+        return load_object(self.runner)(ctx)
 
-
-def _run_finetune(ctx: StageContext) -> dict[str, Any]:
-    return finetune(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
-                    max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
-
-
-def _run_distill(ctx: StageContext) -> dict[str, Any]:
-    seed = ctx.seed if ctx.config.seed is None else ctx.config.seed
-    return distill(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
-                   max_length=ctx.max_length, seed=seed, progress=ctx.progress,
-                   student_dir=ctx.references.get(ctx.config.student_model))
+    def references(self, config: Any, earlier: Collection[str]) -> list[str]:
+        """Further artifacts ``config`` names (e.g. prune's recovery teacher)."""
+        return list(load_object(self.referrer)(config, earlier)) if self.referrer else []
 
 
-def _distill_references(cfg: DistillConfig, earlier: Collection[str]) -> list[str]:
-    # a student_model that names an earlier stage starts from that stage's student (TinyBERT's
-    # second phase); hub ids, folders and assets are the distill stage's own to resolve
-    return [cfg.student_model] if cfg.student_model in earlier else []
-
-
-def _run_qat(ctx: StageContext) -> dict[str, Any]:
-    return qat(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
-               max_length=ctx.max_length, seed=ctx.seed, progress=ctx.progress)
-
-
-def _run_prune(ctx: StageContext) -> dict[str, Any]:
-    teacher = ctx.config.recovery.teacher if ctx.config.recovery else None
-    return prune(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work, max_length=ctx.max_length,
-                 seed=ctx.seed, progress=ctx.progress,
-                 teacher_dir=ctx.references[teacher] if teacher else None)
-
-
-def _prune_references(cfg: PruneConfig, earlier: Collection[str]) -> list[str]:
-    return [cfg.recovery.teacher] if cfg.recovery and cfg.recovery.teacher else []
-
-
-def _run_export_onnx(ctx: StageContext) -> dict[str, Any]:
-    return export_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
-
-
-def _run_export_tensorrt(ctx: StageContext) -> dict[str, Any]:
-    return export_tensorrt(ctx.input.path, ctx.out, ctx.config)
-
-
-def _calibration_split(ctx: StageContext):
-    """The first ``calibration_examples`` training examples, encoded."""
-    train = ctx.data.splits["train"]
-    calibration = train.take(list(range(min(ctx.config.calibration_examples, len(train)))))
-    return encode_split(load_tokenizer(ctx.input.path), calibration, ctx.max_length)
-
-
-def _run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
-    dev = _validation_split(ctx, n=len(ctx.data.splits["dev"]))
-    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, dev, _calibration_split(ctx),
-                         progress=ctx.progress)
-
-
-def _run_quantize_torch(ctx: StageContext) -> dict[str, Any]:
-    dev = _validation_split(ctx, n=len(ctx.data.splits["dev"]))
-    return quantize_torch(ctx.input.path, ctx.out, ctx.config, dev, _calibration_split(ctx),
-                          progress=ctx.progress)
-
-
-def _run_export_ort_mobile(ctx: StageContext) -> dict[str, Any]:
-    return export_ort_mobile(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
-
-
-def _run_export_executorch(ctx: StageContext) -> dict[str, Any]:
-    return export_executorch(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
-
-
-def _run_bench(ctx: StageContext) -> dict[str, Any]:
-    report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
-                       name=ctx.recipe_name, progress=ctx.progress)
-    write_json_atomic(ctx.out / "report.json", report)
-    (ctx.out / "report.md").write_text(render_markdown(report))
-    plot = pareto_plot(report["rows"], ctx.out / "pareto.png")
-    (ctx.out / "report.html").write_text(render_html(report, plot))
-    return {"rows": len(report["rows"]), "unavailable": len(report["unavailable"])}
-
+_RUNNERS = "slimbert.stage_runners"
 
 STAGES: dict[str, StageType] = {
     s.name: s
     for s in (
-        StageType("finetune", FinetuneConfig, "hf-model", "hf-model", _run_finetune,
+        StageType("finetune", "slimbert.compress.config:FinetuneConfig", "hf-model", "hf-model",
+                  f"{_RUNNERS}:run_finetune",
                   "fine-tune a pretrained encoder into a classifier (the teacher)", trains=True),
-        StageType("distill", DistillConfig, "hf-model", "hf-model", _run_distill,
+        StageType("distill", "slimbert.compress.config:DistillConfig", "hf-model", "hf-model",
+                  f"{_RUNNERS}:run_distill",
                   "distil the input classifier into a shallower student",
-                  references=_distill_references, trains=True),
-        StageType("prune", PruneConfig, "hf-model", "hf-model", _run_prune,
+                  referrer=f"{_RUNNERS}:distill_references", trains=True),
+        StageType("prune", "slimbert.compress.config:PruneConfig", "hf-model", "hf-model",
+                  f"{_RUNNERS}:run_prune",
                   "prune vocabulary, heads/FFN neurons or weights, then recover by distillation",
-                  references=_prune_references, trains=True),
-        StageType("export-onnx", OnnxExportConfig, "hf-model", "onnx", _run_export_onnx,
+                  referrer=f"{_RUNNERS}:prune_references", trains=True),
+        StageType("export-onnx", "slimbert.export.config:OnnxExportConfig", "hf-model", "onnx",
+                  f"{_RUNNERS}:run_export_onnx",
                   "export to ONNX, fuse for ONNX Runtime, validate against PyTorch"),
-        StageType("quantize-onnx", OnnxQuantizeConfig, "onnx", "onnx", _run_quantize_onnx,
+        StageType("quantize-onnx", "slimbert.quantize.config:OnnxQuantizeConfig", "onnx", "onnx",
+                  f"{_RUNNERS}:run_quantize_onnx",
                   "quantize an ONNX graph with ONNX Runtime: dynamic or static INT8, FP8 QDQ; "
                   "optionally keep sensitive nodes in fp32 to meet an accuracy tolerance"),
-        StageType("quantize-torch", TorchQuantizeConfig, "hf-model", "pt2e", _run_quantize_torch,
+        StageType("quantize-torch", "slimbert.quantize.config:TorchQuantizeConfig", "hf-model", "pt2e",
+                  f"{_RUNNERS}:run_quantize_torch",
                   "PyTorch-side INT8 with PT2E: torchao X86InductorQuantizer (static or dynamic) or "
                   "Intel Neural Compressor autotune within a dev-accuracy tolerance; saves a "
                   "torch.export program (model.pt2) that torch.compile runs with oneDNN INT8 kernels"),
-        StageType("qat", QatConfig, "hf-model", "onnx", _run_qat,
+        StageType("qat", "slimbert.quantize.config:QatConfig", "hf-model", "onnx", f"{_RUNNERS}:run_qat",
                   "quantization-aware training (INT8 fake quantization, distilled from the input "
                   "model), exported as a Q/DQ ONNX graph for ONNX Runtime and TensorRT", trains=True),
-        StageType("export-ort-mobile", OrtMobileConfig, "onnx", "ort-mobile", _run_export_ort_mobile,
+        StageType("export-ort-mobile", "slimbert.export.config:OrtMobileConfig", "onnx", "ort-mobile",
+                  f"{_RUNNERS}:run_export_ort_mobile",
                   "convert ONNX to ORT format for mobile builds, with the reduced-build op list"),
-        StageType("export-executorch", ExecutorchConfig, "hf-model", "executorch", _run_export_executorch,
+        StageType("export-executorch", "slimbert.export.config:ExecutorchConfig", "hf-model", "executorch",
+                  f"{_RUNNERS}:run_export_executorch",
                   "lower to an ExecuTorch .pte with the XNNPACK delegate (fp32 or PT2E int8)"),
-        StageType("export-tensorrt", TensorrtConfig, "onnx", "tensorrt", _run_export_tensorrt,
+        StageType("export-tensorrt", "slimbert.export.config:TensorrtConfig", "onnx", "tensorrt",
+                  f"{_RUNNERS}:run_export_tensorrt",
                   "package an (unfused) ONNX graph for TensorRT with its trtexec build command; "
                   "build the engine here when TensorRT and a GPU exist"),
-        StageType("bench", BenchConfig, None, "report", _run_bench,
+        StageType("bench", "slimbert.bench.config:BenchConfig", None, "report", f"{_RUNNERS}:run_bench",
                   "measure accuracy, latency and size of artifacts on every target"),
     )
 }

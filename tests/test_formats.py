@@ -46,7 +46,7 @@ def test_a_tensorrt_folder_reports_the_engines_size_not_the_onnx_graphs(tmp_path
 def test_one_suffix_list_covers_every_kind_and_the_exported_ones_are_refused_as_weights():
     assert ".engine" in formats.MODEL_FILE_SUFFIXES and ".safetensors" in formats.MODEL_FILE_SUFFIXES
     assert set(formats.EXPORTED_SUFFIXES) == {".engine", ".onnx", ".ort", ".pte", ".pt2"}
-    assert set(formats.MODEL_KINDS) <= set(formats.KINDS)
+    assert set(formats.MODEL_FORMATS) <= set(formats.KINDS)
     assert formats.size_suffixes(None) == formats.MODEL_FILE_SUFFIXES
     hints = {k.name for k in formats.KINDS.values() if k.install_hint}
     assert hints == {"executorch", "tensorrt"}

@@ -76,21 +76,21 @@ def test_changed_stage_reruns_itself_and_what_depends_on_it(first_run, tiny_enco
 
 def test_failed_stage_leaves_no_artifact_and_rerun_resumes(tiny_encoder, sentiment_csv, tmp_path,
                                                            monkeypatch):
-    import slimbert.stages as stages
+    import slimbert.export.onnx as exporter  # the export-onnx runner imports it when it runs
 
     recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, full_stages()[:3]))
-    original = stages.export_onnx
+    original = exporter.export_onnx
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulated crash during export")
 
-    monkeypatch.setattr(stages, "export_onnx", broken)
+    monkeypatch.setattr(exporter, "export_onnx", broken)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_recipe(recipe, tmp_path, progress=False)
     assert (tmp_path / "teacher" / "manifest.json").is_file()
     assert not (tmp_path / "student-onnx").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    monkeypatch.setattr(stages, "export_onnx", original)
+    monkeypatch.setattr(exporter, "export_onnx", original)
     resumed = run_recipe(recipe, tmp_path, progress=False)
     assert [s.status for s in resumed.stages] == ["reused", "reused", "ran"]
 

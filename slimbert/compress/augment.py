@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
+from slimbert.compress.config import AugmentConfig
 from slimbert.data import EncodedSplit
 from slimbert.errors import ModelError
 from slimbert.progress import progress_bar
@@ -30,28 +30,6 @@ from slimbert.progress import progress_bar
 log = logging.getLogger(__name__)
 
 GENERATED = -1  # label of an example the teacher labels
-
-
-@dataclass
-class AugmentConfig:
-    """How many new sentences per training sentence, and how they differ from it."""
-
-    copies: int = 4
-    method: Literal["embedding-neighbours", "masked-lm"] = "embedding-neighbours"
-    replace_prob: float = 0.4  # chance that each single-token word is replaced (TinyBERT: 0.4)
-    neighbours: int = 15  # candidates per word, one drawn at random (TinyBERT: 15)
-    mlm_model: str | None = None  # masked-lm only: hub id or folder of a model with an MLM head
-
-    def __post_init__(self) -> None:
-        if self.copies < 1:
-            raise ValueError(f"augment.copies must be >= 1, got {self.copies}")
-        if not 0 < self.replace_prob <= 1:
-            raise ValueError(f"augment.replace_prob must be in (0, 1], got {self.replace_prob}")
-        if self.neighbours < 1:
-            raise ValueError(f"augment.neighbours must be >= 1, got {self.neighbours}")
-        if self.method == "masked-lm" and not self.mlm_model:
-            raise ValueError("augment.method masked-lm needs augment.mlm_model: a model with a "
-                             "masked-LM head that shares the tokenizer (e.g. bert-base-uncased)")
 
 
 @dataclass(frozen=True)

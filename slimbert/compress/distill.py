@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,14 @@ from torch import nn
 
 from slimbert import distributed
 from slimbert.compress.augment import AugmentConfig, augment_by_masked_lm, augment_by_neighbours
+from slimbert.compress.config import DistillConfig, KDConfig
 from slimbert.compress.kd_losses import attention_kl_loss, hidden_state_loss, kd_loss
 from slimbert.compress.student import (
-    LayerChoice,
     build_student,
     find_layers,
-    parse_first_k,
     resolve_layers,
     uniform_layer_map,
 )
-from slimbert.compress.train_config import KDConfig
 from slimbert.compress.trainer import (
     TrainResult,
     evaluate,
@@ -46,31 +43,6 @@ from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DistillConfig(KDConfig):
-    """Student shape, loss weights (defaults: the DistilBERT recipe on logits), augmentation."""
-
-    # teacher layers to copy ("every-other", "first-<k>" or a list); with student_model,
-    # layers of that model to keep (default: all)
-    layers: LayerChoice | None = None
-    # the student to start from: a smaller pretrained model (hub id, folder, asset), or in a
-    # recipe an earlier distill stage's student (TinyBERT's two phases)
-    student_model: str | None = None
-    layer_map: list[int] | None = None  # teacher layer each student layer imitates; default uniform
-    augment: AugmentConfig | None = None
-    epochs: int = 4
-    # training seed (new layers' init, batch order, dropout, augmentation); None: the recipe's
-    # seed, which also draws the split, so seeds here vary training on one fixed split
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if isinstance(self.layers, str) and self.layers != "every-other":
-            parse_first_k(self.layers)
-        if self.layer_map is not None and not self.layer_map:
-            raise ValueError("layer_map must list one teacher layer per student layer, got []")
 
 
 def cached_teacher_logits(teacher, enc: EncodedSplit, work_dir: Path, progress: bool) -> np.ndarray:

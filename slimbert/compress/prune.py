@@ -18,109 +18,22 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimbert.compress.distill import KDConfig, distill_into
+from slimbert.compress.config import PruneConfig
+from slimbert.compress.config import RecoveryConfig as RecoveryConfig  # re-exported: the recovery section
+from slimbert.compress.distill import distill_into
 from slimbert.compress.prune_report import sparsity_report
 from slimbert.compress.trainer import evaluate
 from slimbert.data import EncodedSplit, TextClassificationData, collate, encode_split
 from slimbert.errors import ModelError
 from slimbert.models import has_classification_head, load_classifier, load_tokenizer
-from slimbert.schema import field_defaults
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RecoveryConfig(KDConfig):
-    """Distillation after pruning: the pruned model learns the teacher's soft targets back.
-
-    Hidden-state and attention losses pair layers one to one, so they need a teacher of the
-    same depth and tokenizer (the unpruned input, typically).
-    """
-
-    epochs: int = 2
-    teacher: str | None = None  # earlier stage or model folder; None: the unpruned input
-
-
-# the settings each method reads; any other method's setting is a mistake if it is changed
-METHOD_SETTINGS = {
-    "vocab": {"vocab_splits", "vocab_min_count", "keep_ascii_chars"},
-    "structured": {"heads_fraction", "ffn_fraction", "ffn_multiple", "importance", "importance_examples"},
-    "magnitude": {"sparsity", "scope", "schedule"},
-    "movement": {"sparsity", "scope", "schedule", "movement_init"},
-}
-
-
-@dataclass
-class PruneConfig:
-    """What to prune and how much; ``recovery`` (optional) trains the pruned model back."""
-
-    method: Literal["vocab", "structured", "magnitude", "movement"] = "vocab"
-    # vocab: the splits whose texts choose the kept tokens (test stays unseen, an honest
-    # measure of new text), how often a token must occur there to be kept, and whether the
-    # ASCII characters stay too, so unseen words split into pieces, not [UNK]
-    vocab_splits: list[str] = field(default_factory=lambda: ["train", "dev"])
-    vocab_min_count: int = 1
-    keep_ascii_chars: bool = True
-    # structured: fraction of heads (per layer) and FFN neurons (same count per layer) removed
-    heads_fraction: float = 0.25
-    ffn_fraction: float = 0.4
-    ffn_multiple: int = 1  # round the kept FFN size down to a multiple of this (faster GEMMs)
-    importance: Literal["taylor", "magnitude"] = "taylor"
-    importance_examples: int = 1024  # training examples the Taylor scores average over
-    # magnitude, movement: fraction of encoder linear weights zeroed
-    sparsity: float = 0.5
-    # movement: scores start at |w| (magnitude's ranking, reordered by training) or at zero
-    movement_init: Literal["magnitude", "zero"] = "magnitude"
-    # global, per-layer, or 2:4 (2 of every 4 consecutive weights: NVIDIA sparse tensor cores)
-    scope: Literal["global", "per-layer", "2:4"] = "global"
-    schedule: Literal["one-shot", "gradual"] = "one-shot"
-    recovery: RecoveryConfig | None = None
-
-    def __post_init__(self) -> None:
-        self._check_settings_fit_the_method()
-        for name in ("heads_fraction", "ffn_fraction", "sparsity"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-        if self.ffn_multiple < 1:
-            raise ValueError(f"ffn_multiple must be >= 1, got {self.ffn_multiple}")
-        if not self.vocab_splits:
-            raise ValueError("vocab_splits must name at least one split (e.g. [train, dev])")
-        if self.vocab_min_count < 1:
-            raise ValueError(f"vocab_min_count must be >= 1, got {self.vocab_min_count}")
-        if self.importance_examples < 1:
-            raise ValueError(f"importance_examples must be >= 1, got {self.importance_examples}")
-        if self.scope == "2:4" and (self.sparsity != 0.5 or self.schedule != "one-shot"):
-            raise ValueError("scope 2:4 is exactly 50% sparse and one-shot: set sparsity: 0.5 and "
-                             "schedule: one-shot (recovery training keeps the pattern)")
-        if self.method == "magnitude" and self.schedule == "gradual" and self.recovery is None:
-            raise ValueError("schedule: gradual prunes during recovery training; add a `recovery:` "
-                             "section (or use schedule: one-shot)")
-        if self.method == "movement" and (self.schedule != "gradual" or self.recovery is None
-                                          or self.scope == "2:4"):
-            raise ValueError("movement pruning learns which weights to keep while training: set "
-                             "schedule: gradual, a `recovery:` section, and scope: per-layer or global")
-
-    def _check_settings_fit_the_method(self) -> None:
-        """A setting the method ignores, or one that prunes nothing, is refused: never a silent no-op."""
-        defaults = field_defaults(self)
-        others = set().union(*METHOD_SETTINGS.values()) - METHOD_SETTINGS[self.method]
-        stray = sorted(name for name in others if getattr(self, name) != defaults[name])
-        if stray:
-            owners = {name: [m for m, names in METHOD_SETTINGS.items() if name in names] for name in stray}
-            raise ValueError(f"method {self.method} does not use {', '.join(stray)} ("
-                             + "; ".join(f"{n}: {'/'.join(m)}" for n, m in owners.items())
-                             + f"); remove it or set method: {owners[stray[0]][0]}")
-        if self.method in ("magnitude", "movement") and self.sparsity == 0:
-            raise ValueError(f"sparsity 0 prunes nothing; {self.method} needs a sparsity in (0, 1)")
-        if self.method == "structured" and self.heads_fraction == 0 and self.ffn_fraction == 0:
-            raise ValueError("heads_fraction and ffn_fraction are both 0: nothing would be pruned")
 
 
 @dataclass

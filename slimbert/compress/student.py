@@ -8,17 +8,14 @@ model's base model rather than by class, so new BERT-family models work unchange
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 from torch import nn
 
+from slimbert.compress.config import LayerChoice, parse_first_k
 from slimbert.errors import ModelError
 
 _LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
 _DEPTH_KEYS = ("num_hidden_layers", "n_layers")
-
-# a list of teacher layer indices, "every-other" (DistilBERT) or "first-<k>"
-LayerChoice = list[int] | Literal["every-other"] | str
 
 
 def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
@@ -65,15 +62,6 @@ def resolve_layers(choice: LayerChoice, depth: int) -> list[int]:
             hint=f"e.g. {sorted(set(layers))}.",
         )
     return layers
-
-
-def parse_first_k(choice: str) -> int:
-    """k of a "first-<k>" layer choice; ValueError (a recipe error) for anything else."""
-    head, _, count = choice.partition("-")
-    if head != "first" or not count.isdigit():
-        raise ValueError(f"layers must be a list of layer indices, 'every-other' or 'first-<k>' "
-                         f"(e.g. first-3), got {choice!r}")
-    return int(count)
 
 
 def uniform_layer_map(student_depth: int, teacher_depth: int) -> list[int]:

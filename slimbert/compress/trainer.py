@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from slimbert import distributed
-from slimbert.compress.train_config import MIXED_PRECISION, TrainConfig  # noqa: F401  (their old home)
+from slimbert.compress.config import MIXED_PRECISION, TrainConfig  # noqa: F401  (their old home)
 from slimbert.data import EncodedSplit, classification_metrics, collate
 from slimbert.data.tokenize import training_batches
 from slimbert.errors import RecipeError
@@ -149,6 +149,151 @@ def _restore_rng(saved: list[dict[str, torch.Tensor]] | torch.Tensor, rank: int,
         torch.cuda.set_rng_state(saved[rank]["cuda"], device)
 
 
+@dataclass
+class TrainProgress:
+    """Where training stands: the checkpoint's ``state`` entry (saved as this dict, plain types)."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: dict[str, Any] | None = None  # dev metrics of the best weights so far
+    bad_evals: int = 0  # evaluations since the best one
+    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainState:
+    """Everything one ``train`` call carries from one part to the next."""
+
+    accelerator: Accelerator
+    model: torch.nn.Module  # the bare model: evaluated, checkpointed, returned
+    wrapped: torch.nn.Module | None  # what trains: the model, DDP-wrapped under a launch
+    params: list[torch.nn.Parameter]  # the trainable ones (gradient clipping)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    progress: TrainProgress = field(default_factory=TrainProgress)
+    resumed_from: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+def _start(model: torch.nn.Module, train_enc: EncodedSplit, cfg: TrainConfig, seed: int) -> TrainState:
+    """The accelerator, the seeded dropout stream, AdamW and its warmup + linear decay schedule."""
+    accelerator = make_accelerator(cfg.mixed_precision)
+    # a dropout stream per process; process 0's is the plain run's
+    torch.manual_seed(seed + accelerator.process_index)
+    params = [p for p in model.parameters() if p.requires_grad]
+    no_decay = {id(p) for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n}
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if id(p) not in no_decay], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    total_steps = math.ceil(len(train_enc) / cfg.batch_size) * cfg.epochs
+    # not accelerator.prepare(d): a prepared scheduler steps once per process per step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(int(cfg.warmup_ratio * total_steps), total_steps)
+    )
+    # Under a launch the model is wrapped in DDP. Every parameter of a sequence classifier
+    # takes part in each forward, so DDP runs without find_unused_parameters (its cost is a
+    # graph walk per step); a model with an unused one fails loudly at the second step.
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    # prepare() also wraps the model's forward in autocast; the loss_fn is autocast below
+    # instead, so that dev evaluation (on the bare model) runs in fp32, as the exports do.
+    model = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
+    return TrainState(accelerator, model, wrapped, params, optimizer, scheduler)
+
+
+def _resume(ts: TrainState, ckpt_path: Path, desc: str) -> None:
+    """Continue from the checkpoint, if there is one (every process reads the same file)."""
+    if not ckpt_path.is_file():
+        return
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    ts.model.load_state_dict(ckpt["model"])
+    ts.optimizer.load_state_dict(ckpt["optimizer"])
+    ts.scheduler.load_state_dict(ckpt["scheduler"])
+    _restore_rng(ckpt["rng"], ts.accelerator.process_index, ts.accelerator.device)
+    if ts.accelerator.scaler is not None and "scaler" in ckpt:
+        ts.accelerator.scaler.load_state_dict(ckpt["scaler"])
+    ts.progress = TrainProgress(**ckpt["state"])
+    ts.resumed_from = ts.progress.global_step
+    if ts.main:
+        log.info("%s: resuming from step %d (epoch %d)", desc, ts.resumed_from, ts.progress.epoch + 1)
+
+
+def _checkpoint(ts: TrainState, ckpt_path: Path) -> None:
+    rng = distributed.gather(_rng_state(ts.accelerator.device))  # every process's, for an exact resume
+    if ts.main:
+        ckpt = {"model": ts.model.state_dict(), "optimizer": ts.optimizer.state_dict(),
+                "scheduler": ts.scheduler.state_dict(), "rng": rng, "state": asdict(ts.progress)}
+        if ts.accelerator.scaler is not None:
+            ckpt["scaler"] = ts.accelerator.scaler.state_dict()
+        _save_atomic(ckpt, ckpt_path)
+
+
+def _step(ts: TrainState, train_enc: EncodedSplit, batch_index: np.ndarray, cfg: TrainConfig,
+          loss_fn: LossFn, on_step: Callable[[int], None] | None) -> float:
+    """One optimiser step on this process's rows of a global batch; the whole batch's mean loss."""
+    accelerator, world = ts.accelerator, ts.accelerator.num_processes
+    index, weight = shard(batch_index, accelerator.process_index, world)
+    batch = {k: v.to(accelerator.device) for k, v in to_tensors(collate(train_enc, index)).items()}
+    if on_step is not None:
+        on_step(ts.progress.global_step)
+    with accelerator.autocast():
+        loss = loss_fn(ts.wrapped, batch, index)
+    if weight != 1.0:
+        loss = loss * weight
+    accelerator.backward(loss)
+    if cfg.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(ts.params, cfg.max_grad_norm)
+    ts.optimizer.step()
+    ts.scheduler.step()
+    ts.optimizer.zero_grad(set_to_none=True)
+    # the whole batch's mean loss (the weights in shard() make the processes' mean equal it)
+    return accelerator.reduce(loss.detach(), "mean").item() if world > 1 else loss.item()
+
+
+def _evaluate(ts: TrainState, dev_enc: EncodedSplit, num_labels: int, cfg: TrainConfig, loss_value: float,
+              best_path: Path, select_from_step: int, bar: Any, desc: str) -> bool:
+    """Score dev, keep the best weights; whether patience has run out (stop early)."""
+    state = ts.progress
+    metrics = distributed.broadcast(evaluate(ts.model, dev_enc, num_labels))  # the main one's verdict
+    state.history.append({"epoch": state.epoch + 1, "step": state.global_step, "loss": float(loss_value),
+                          **{f"dev_{k}": v for k, v in metrics.items()}})
+    score = metrics[cfg.metric]
+    if state.global_step < select_from_step:
+        pass  # not a candidate yet (e.g. pruning still under way): no best, no patience
+    elif state.best is None or score > state.best[cfg.metric]:
+        state.best = metrics
+        state.bad_evals = 0
+        if ts.main:
+            _save_atomic(ts.model.state_dict(), best_path)
+    else:
+        state.bad_evals += 1
+    best = state.best[cfg.metric] if state.best else float("nan")
+    bar.set_postfix(loss=f"{loss_value:.4f}", dev=f"{score:.4f}", best=f"{best:.4f}")
+    if ts.main:
+        log.info("%s step %d: dev %s %.4f (best %.4f)", desc, state.global_step, cfg.metric, score, best)
+    patience_evals = cfg.patience * cfg.evals_per_epoch
+    return bool(patience_evals) and state.bad_evals >= patience_evals
+
+
+def _finish(ts: TrainState, best_path: Path, home: torch.device) -> None:
+    """Leave the best weights in the bare model, back on ``home``, unwrapped, in eval mode."""
+    ts.accelerator.wait_for_everyone()  # the main process has written best.pt
+    ts.model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
+    ts.accelerator.wait_for_everyone()  # and no process leaves while another still reads work_dir
+    ts.wrapped = None  # drop our reference: free_memory then drops the DDP wrapper and its hooks
+    ts.accelerator.free_memory()
+    ts.model.to(home)
+    ts.model.eval()
+
+
 def train(
     model: torch.nn.Module,
     train_enc: EncodedSplit,
@@ -182,136 +327,42 @@ def train(
     on dev but follows the main one's verdict, so all stop at the same step.
     """
     start = time.perf_counter()
-    accelerator = make_accelerator(cfg.mixed_precision)
-    device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
     work_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed + rank)  # a dropout stream per process; process 0's is the plain run's
     home = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    no_decay = {id(p) for n, p in model.named_parameters() if p.ndim < 2 or "LayerNorm" in n}
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if id(p) not in no_decay], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-    lengths = train_enc.lengths
+    ts = _start(model, train_enc, cfg, seed)
+    ckpt_path, best_path = work_dir / CHECKPOINT, work_dir / BEST
+    _resume(ts, ckpt_path, desc)
+    state = ts.progress
     steps_per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    # not accelerator.prepare(d): a prepared scheduler steps once per process per step
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(int(cfg.warmup_ratio * total_steps), total_steps)
-    )
-    # Under a launch the model is wrapped in DDP. Every parameter of a sequence classifier
-    # takes part in each forward, so DDP runs without find_unused_parameters (its cost is a
-    # graph walk per step); a model with an unused one fails loudly at the second step.
-    wrapped, optimizer = accelerator.prepare(model, optimizer)
-    # prepare() also wraps the model's forward in autocast; the loss_fn is autocast below
-    # instead, so that dev evaluation (on the bare model) runs in fp32, as the exports do.
-    model = accelerator.unwrap_model(wrapped, keep_fp32_wrapper=False)
     eval_points = {
         min(steps_per_epoch, round(steps_per_epoch * (k + 1) / cfg.evals_per_epoch))
         for k in range(cfg.evals_per_epoch)
     }
-
-    state: dict[str, Any] = {"epoch": 0, "step_in_epoch": 0, "global_step": 0,
-                             "best": None, "bad_evals": 0, "history": [], "stopped_early": False}
-    ckpt_path, best_path = work_dir / CHECKPOINT, work_dir / BEST
-    resumed_from = 0
-    if ckpt_path.is_file():  # every process resumes from the same file
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        _restore_rng(ckpt["rng"], rank, device)
-        if accelerator.scaler is not None and "scaler" in ckpt:
-            accelerator.scaler.load_state_dict(ckpt["scaler"])
-        state = ckpt["state"]
-        resumed_from = state["global_step"]
-        if main:
-            log.info("%s: resuming from step %d (epoch %d)", desc, resumed_from,
-                     state["epoch"] + 1)
-
-    def checkpoint() -> None:
-        rng = distributed.gather(_rng_state(device))  # every process's, for an exact resume
-        if main:
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng, "state": state}
-            if accelerator.scaler is not None:
-                ckpt["scaler"] = accelerator.scaler.state_dict()
-            _save_atomic(ckpt, ckpt_path)
-
-    patience_evals = cfg.patience * cfg.evals_per_epoch
-    bar = progress_bar(enabled=progress and main, total=total_steps, initial=state["global_step"],
-                       desc=desc)
-    wrapped.train()
-    while state["epoch"] < cfg.epochs:
-        batches = training_batches(lengths, cfg.batch_size, seed, state["epoch"], cfg.length_pool)
-        for step in range(state["step_in_epoch"], len(batches)):
-            index, weight = shard(batches[step], rank, world)
-            batch = {k: v.to(device) for k, v in to_tensors(collate(train_enc, index)).items()}
-            if on_step is not None:
-                on_step(state["global_step"])
-            with accelerator.autocast():
-                loss = loss_fn(wrapped, batch, index)
-            if weight != 1.0:
-                loss = loss * weight
-            accelerator.backward(loss)
-            if cfg.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            # the whole batch's mean loss (the weights above make the processes' mean equal it)
-            loss_value = accelerator.reduce(loss.detach(), "mean").item() if world > 1 else loss.item()
-            state["step_in_epoch"] = step + 1
-            state["global_step"] += 1
+    bar = progress_bar(enabled=progress and ts.main, total=steps_per_epoch * cfg.epochs,
+                       initial=state.global_step, desc=desc)
+    ts.wrapped.train()
+    while state.epoch < cfg.epochs:
+        batches = training_batches(train_enc.lengths, cfg.batch_size, seed, state.epoch, cfg.length_pool)
+        for step in range(state.step_in_epoch, len(batches)):
+            loss_value = _step(ts, train_enc, batches[step], cfg, loss_fn, on_step)
+            state.step_in_epoch = step + 1
+            state.global_step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-
-            if step + 1 in eval_points:
-                metrics = distributed.broadcast(evaluate(model, dev_enc, num_labels))
-                record = {"epoch": state["epoch"] + 1, "step": state["global_step"],
-                          "loss": float(loss_value), **{f"dev_{k}": v for k, v in metrics.items()}}
-                state["history"].append(record)
-                score = metrics[cfg.metric]
-                if state["global_step"] < select_from_step:
-                    pass  # not a candidate yet (e.g. pruning still under way): no best, no patience
-                elif state["best"] is None or score > state["best"][cfg.metric]:
-                    state["best"] = metrics
-                    state["bad_evals"] = 0
-                    if main:
-                        _save_atomic(model.state_dict(), best_path)
-                else:
-                    state["bad_evals"] += 1
-                best = state["best"][cfg.metric] if state["best"] else float("nan")
-                bar.set_postfix(loss=f"{loss_value:.4f}", dev=f"{score:.4f}", best=f"{best:.4f}")
-                if main:
-                    log.info("%s step %d: dev %s %.4f (best %.4f)", desc, state["global_step"],
-                             cfg.metric, score, best)
-                if patience_evals and state["bad_evals"] >= patience_evals:
-                    state["stopped_early"] = True
-                    state["epoch"] = cfg.epochs  # the checkpoint must say "finished"
-                    checkpoint()
-                    break
-            if state["global_step"] % cfg.checkpoint_every == 0:
-                checkpoint()
+            if step + 1 in eval_points and _evaluate(ts, dev_enc, num_labels, cfg, loss_value, best_path,
+                                                     select_from_step, bar, desc):
+                state.stopped_early = True
+                state.epoch = cfg.epochs  # the checkpoint must say "finished"
+                _checkpoint(ts, ckpt_path)
+                break
+            if state.global_step % cfg.checkpoint_every == 0:
+                _checkpoint(ts, ckpt_path)
         else:
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            checkpoint()
+            state.epoch += 1
+            state.step_in_epoch = 0
+            _checkpoint(ts, ckpt_path)
     bar.close()
-
-    accelerator.wait_for_everyone()  # the main process has written best.pt
-    model.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True))
-    accelerator.wait_for_everyone()  # and no process leaves while another still reads work_dir
-    del wrapped
-    accelerator.free_memory()  # drops the DDP wrapper and its gradient hooks
-    model.to(home)
-    model.eval()
-    return TrainResult(best_dev=state["best"], history=state["history"],
-                       steps=state["global_step"], stopped_early=state["stopped_early"],
-                       resumed_from_step=resumed_from, seconds=time.perf_counter() - start,
-                       processes=world)
+    _finish(ts, best_path, home)
+    return TrainResult(best_dev=state.best, history=state.history, steps=state.global_step,
+                       stopped_early=state.stopped_early, resumed_from_step=ts.resumed_from,
+                       seconds=time.perf_counter() - start, processes=ts.accelerator.num_processes)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from slimbert.errors import ExportError, RuntimeUnavailable
+from slimbert.export.config import ExecutorchConfig
 from slimbert.export.onnx import copy_model_metadata
 from slimbert.export.pt2e import calibrate, export_logits, logits_module, spread
 from slimbert.formats import EXECUTORCH_HINT as INSTALL_HINT
@@ -32,35 +32,6 @@ from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 
-
-
-@dataclass
-class ExecutorchConfig:
-    """Precision, the shape bounds ExecuTorch plans memory for, and the INT8 calibration."""
-
-    precision: Literal["fp32", "int8"] = "fp32"
-    per_channel: bool = True  # per-channel INT8 weights (XNNPACK supports them for linear)
-    # dynamic: activation ranges computed per batch at run time (INT8 weights and linears,
-    # like ORT's dynamic INT8); static: ranges fixed by calibration on dev batches. Measured
-    # on the default 3-layer student: dynamic keeps 99.4% of PyTorch's dev predictions,
-    # static 93-95% (BERT activations have outliers that one fixed range clips).
-    activations: Literal["dynamic", "static"] = "dynamic"
-    calibration_batches: int = 8  # dev batches observed to fix INT8 activation ranges
-    calibration_batch_size: int = 32
-    max_batch: int = 32  # largest batch one call takes; the runtime splits larger ones
-    max_seq_len: int = 128  # longest sequence; memory is planned for max_batch x max_seq_len
-    atol: float = 1e-3  # fp32: largest logit difference from PyTorch that passes
-    min_agreement: float = 0.95  # int8: smallest share of PyTorch's predictions kept
-
-    def __post_init__(self) -> None:
-        if self.calibration_batches < 1 or self.calibration_batch_size < 1:
-            raise ValueError("calibration_batches and calibration_batch_size must be >= 1")
-        if self.max_batch < 2:
-            raise ValueError(f"max_batch must be >= 2 (torch.export specializes 1), got {self.max_batch}")
-        if self.max_seq_len < 4:
-            raise ValueError(f"max_seq_len must be >= 4, got {self.max_seq_len}")
-        if self.atol <= 0 or not 0 <= self.min_agreement <= 1:
-            raise ValueError("atol must be > 0 and min_agreement in [0, 1]")
 
 
 def _export(module, names: tuple[str, ...], cfg: ExecutorchConfig, vocab_size: int):

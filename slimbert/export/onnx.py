@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from slimbert.errors import ExportError
+from slimbert.export.config import OnnxExportConfig
 from slimbert.formats import ONNX_FILE
 from slimbert.validation import compare_logits
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -31,23 +32,6 @@ _ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "e
                     "camembert": "bert", "distilbert": "bert", "mpnet": "bert"}
 
 
-@dataclass
-class OnnxExportConfig:
-    """How to export: opset, exporter, graph fusion and the validation tolerance."""
-
-    opset: int = 17
-    exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    optimize: bool = True  # ORT transformer fusions (attention, skip-layernorm, gelu, ...)
-    atol: float = 1e-3  # largest logit difference from PyTorch that passes validation
-    validate_examples: int = 512
-
-    def __post_init__(self) -> None:
-        if not 14 <= self.opset <= 21:
-            raise ValueError(f"opset must be in 14..21, got {self.opset}")
-        if self.atol <= 0:
-            raise ValueError(f"atol must be > 0, got {self.atol}")
-
-
 def copy_model_metadata(src: Path, dest: Path) -> None:
     """config.json and tokenizer files: what runtimes and HF loaders need beside a graph."""
     for name in ("config.json", *TOKENIZER_FILES):
@@ -56,6 +40,8 @@ def copy_model_metadata(src: Path, dest: Path) -> None:
 
 
 def _example_inputs(names: tuple[str, ...], vocab_size: int) -> dict[str, torch.Tensor]:
+    import torch  # here, not at the top: quantize-onnx's config is parsed without torch
+
     ids = torch.randint(vocab_size // 4, vocab_size, (2, 16), dtype=torch.long)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if "token_type_ids" in names:
@@ -64,6 +50,8 @@ def _example_inputs(names: tuple[str, ...], vocab_size: int) -> dict[str, torch.
 
 
 def torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig) -> None:
+    import torch
+
     inputs = _example_inputs(names, model.config.vocab_size)
     args = tuple(inputs[n] for n in names)
     kwargs = dict(input_names=list(names), output_names=["logits"], opset_version=cfg.opset)

@@ -15,11 +15,11 @@ import io
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from slimbert.errors import ExportError
+from slimbert.export.config import OrtMobileConfig
 from slimbert.export.onnx import copy_model_metadata, quantized_ops
 from slimbert.formats import ONNX_FILE, ORT_FILE
 from slimbert.validation import compare_logits
@@ -38,25 +38,6 @@ XNNPACK_EP_OPS = frozenset({
     "com.microsoft:QLinearAveragePool", "com.microsoft:QLinearSoftmax", "com.microsoft:QLinearConvTranspose",
 })
 CONTRIB_DOMAIN = "com.microsoft"
-
-
-@dataclass
-class OrtMobileConfig:
-    """How to convert: the optimization level baked into the file and the target CPU family."""
-
-    optimization_level: Literal["basic", "extended", "all"] = "all"
-    # "arm" leaves out x86-only layout transforms (NCHWc) so the file runs on any phone
-    target_platform: Literal["arm", "amd64"] = "arm"
-    type_reduction: bool = True  # also write required_operators_and_types.config (smaller builds)
-    atol: float = 1e-3  # largest logit difference from the source ONNX that passes validation
-    # an INT8 source passes instead if at least this share of predictions agree (see below)
-    min_agreement: float = 0.99
-
-    def __post_init__(self) -> None:
-        if self.atol <= 0:
-            raise ValueError(f"atol must be > 0, got {self.atol}")
-        if not 0 < self.min_agreement <= 1:
-            raise ValueError(f"min_agreement must be in (0, 1], got {self.min_agreement}")
 
 
 def _split_entries(ops: str) -> list[str]:

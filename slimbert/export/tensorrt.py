@@ -20,11 +20,12 @@ import json
 import logging
 import shlex
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from slimbert.errors import ExportError
+from slimbert.export.config import TensorrtConfig
 from slimbert.export.onnx import copy_model_metadata
 from slimbert.formats import ENGINE_FILE, ONNX_FILE
 from slimbert.formats import TENSORRT_BUILD_SCRIPT as BUILD_SCRIPT
@@ -36,32 +37,6 @@ SHAPES_FILE = "tensorrt.json"
 _QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 
 
-@dataclass
-class TensorrtConfig:
-    """Precision and the input shape ranges the engine will accept."""
-
-    precision: Literal["fp16", "bf16", "fp32", "int8", "fp8"] = "fp16"
-    min_batch: int = 1
-    opt_batch: int = 1
-    max_batch: int = 32
-    min_seq: int = 1
-    opt_seq: int = 128
-    max_seq: int = 128
-    workspace_gb: float = 4.0
-    sparse_weights: bool = False  # use 2:4-sparse weights on sparse tensor cores (Ampere+)
-    build: Literal["auto", "never"] = "auto"  # auto: build here when TensorRT and a GPU exist
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError("need 1 <= min_batch <= opt_batch <= max_batch")
-        if not 1 <= self.min_seq <= self.opt_seq <= self.max_seq:
-            raise ValueError("need 1 <= min_seq <= opt_seq <= max_seq")
-        if self.workspace_gb <= 0:
-            raise ValueError("workspace_gb must be > 0")
-
-    def shapes(self, names: list[str]) -> dict[str, dict[str, list[int]]]:
-        return {name: {"min": [self.min_batch, self.min_seq], "opt": [self.opt_batch, self.opt_seq],
-                       "max": [self.max_batch, self.max_seq]} for name in names}
 
 
 def trtexec_command(cfg: TensorrtConfig, names: list[str]) -> str:

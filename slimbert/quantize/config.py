@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from slimbert.compress.train_config import KDConfig
+from slimbert.compress.config import KDConfig
 from slimbert.hw import ISA_NAMES, Int8Formats, int8_formats
 
 CalibrationName = Literal["minmax", "entropy", "percentile", "distribution"]

@@ -16,8 +16,8 @@ def test_mobile_targets_are_registered_with_phone_threads():
         assert runtimes[name].kind == kind and runtimes[name].device == "mobile"
         assert 1 <= runtimes[name].default_threads <= 4
     assert runtimes["ort-mobile"].unavailable_reason() is None
-    assert STAGES["export-ort-mobile"].output_kind == "ort-mobile"
-    assert STAGES["export-executorch"].output_kind == "executorch"
+    assert STAGES["export-ort-mobile"].output_format == "ort-mobile"
+    assert STAGES["export-executorch"].output_format == "executorch"
 
 
 def test_without_executorch_the_target_and_stage_say_how_to_install(monkeypatch, tiny_classifier, tmp_path):
