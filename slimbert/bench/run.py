@@ -218,6 +218,8 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
             "predictions": logits.argmax(-1).astype(int).tolist(),
             "rss_delta_mb": round(rss_after - rss_before, 1) if rss_before is not None else None,
             "gpu_peak_mb": _gpu_peak_mb() if runtime.device == "cuda" else None,
+            # graph-captured runtimes: compile + warm-up + capture per shape bucket, kept out of latency
+            "setup_seconds": dict(getattr(session, "setup_seconds", {})) or None,
         })
         del session
     reference = cfg.reference or rows[0]["artifact"]
