@@ -194,6 +194,8 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
             _reset_gpu_peak()
         row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
         session = runtime.load_alone(entry.path, threads=row_threads)  # one session at a time
+        if hasattr(session, "fit_to_lengths"):  # graph-captured runtimes: buckets from the data
+            session.fit_to_lengths([len(ids) for ids in enc.input_ids])
         logits = session.predict(enc, cfg.eval_batch_size)
         accuracy = classification_metrics(enc.labels, logits.argmax(-1), data.num_labels)
         latency = []

@@ -44,6 +44,16 @@ class Buckets:
         seq = tuple(s for s in self.seq_lens if s < max_positions) + (max_positions,)
         return Buckets(self.batch_sizes, tuple(sorted(set(seq))))
 
+    def fitted(self, lengths: Sequence[int]) -> Buckets:
+        """Sequence buckets at the data's length quantiles, then this ladder above its longest.
+
+        The data's own lengths get tight buckets; longer requests (a latency sweep, a
+        document longer than any seen) still find one on the ladder.
+        """
+        fitted = seq_buckets_from_lengths(lengths, self.seq_lens[-1])
+        above = {s for s in self.seq_lens if s > fitted[-1]}
+        return Buckets(self.batch_sizes, tuple(sorted(set(fitted) | above)))
+
     def pick(self, rows: int, seq_len: int) -> tuple[int, int]:
         """The smallest bucket that holds ``rows`` x ``seq_len`` (rows <= max_batch)."""
         if seq_len > self.seq_lens[-1]:
@@ -123,6 +133,12 @@ class BucketedSession(Session):
             self._forwards[key] = self._capture(rows, seq_len)
             self.setup_seconds[f"{rows}x{seq_len}"] = round(time.perf_counter() - start, 3)
         return self._forwards[key]
+
+    def fit_to_lengths(self, lengths: Sequence[int]) -> None:
+        """Refit the sequence buckets to a dataset's lengths (before anything is captured)."""
+        if self._forwards:
+            raise SlimbertError("buckets are refitted before the first capture, not after")
+        self.buckets = self.buckets.fitted(lengths)
 
     def warm(self, shapes: list[tuple[int, int]]) -> None:
         """Capture the buckets of these (batch, sequence) shapes ahead of timing."""

@@ -44,6 +44,12 @@ def test_sequence_buckets_follow_the_data_lengths():
     assert buckets[-1] == 512 and all(b % 16 == 0 for b in buckets)
 
 
+def test_fitted_buckets_are_tight_on_the_data_and_keep_the_ladder_above_it():
+    buckets = Buckets(seq_lens=(16, 32, 64, 128, 256)).fitted([9] * 90 + [30] * 9 + [70])
+    assert buckets.seq_lens == (16, 32, 70, 128, 256)
+    assert buckets.pick(1, 40) == (1, 70) and buckets.pick(1, 128) == (1, 128)
+
+
 def test_pad_batch_masks_the_padding_and_keeps_padded_rows_finite():
     batch = token_batch(2, 5)
     padded = pad_batch(batch, rows=4, seq_len=8)
@@ -87,6 +93,8 @@ def test_warm_captures_ahead_of_timing(tiny_classifier):
     assert calls == [(1, 16), (8, 64)]  # 100 rows run as chunks of 8: no new bucket
     session.run(token_batch(1, 12))
     assert calls == [(1, 16), (8, 64)]
+    with pytest.raises(SlimbertError, match="before the first capture"):
+        session.fit_to_lengths([12, 20])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the report without a GPU")
