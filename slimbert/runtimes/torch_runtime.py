@@ -55,49 +55,66 @@ class TorchRuntime(Runtime):
         return None
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
-        from slimbert.models import load_classifier, load_tokenizer
+        from slimbert.models import load_classifier
 
         self.check_available()
         if threads:
             torch.set_num_threads(threads)
         model = self.prepare(load_classifier(Path(artifact_dir)).eval().to(self.device, self.dtype))
-        names = tuple(load_tokenizer(Path(artifact_dir)).model_input_names)
-        names = tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names)
-        return TorchSession(model, self.device, self.dtype, names)
-
+        return TorchSession(model, self.device, self.dtype, model_input_names(Path(artifact_dir)))
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Hook for runtimes that transform the loaded model (e.g. FP8 matmuls)."""
         return model
 
 
+def model_input_names(folder: Path) -> tuple[str, ...]:
+    """The model inputs its tokenizer produces, in the order sessions feed them."""
+    from slimbert.models import load_tokenizer
+
+    names = tuple(load_tokenizer(folder).model_input_names)
+    return tuple(n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names)
+
+
+def fp8_unavailable_reason() -> str | None:
+    """Why FP8 matmuls cannot run here, or None."""
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible to PyTorch (install a CUDA build of torch on a GPU machine)"
+    capability = torch.cuda.get_device_capability()
+    if capability < (8, 9):
+        return (f"FP8 matmuls need an NVIDIA GPU of compute capability 8.9+ (Ada, Hopper); "
+                f"this one is {capability[0]}.{capability[1]}")
+    return None
+
+
+def to_fp8_matmuls(model: torch.nn.Module) -> torch.nn.Module:
+    """Linear layers as torchao FP8 E4M3 matmuls with dynamic per-row scales.
+
+    Layers whose sizes are not multiples of 16 (the classifier's few outputs) stay in the
+    model's dtype, as ``torch._scaled_mm`` requires.
+    """
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    def eligible(module: torch.nn.Module, _: str) -> bool:
+        return (isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0
+                and module.out_features % 16 == 0)
+
+    quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=eligible)
+    return model
+
+
 class TorchFp8Runtime(TorchRuntime):
     """FP8 E4M3 matmuls through torchao (``torch._scaled_mm``): dynamic per-row scales.
 
     Only Ada and Hopper GPUs (compute capability 8.9+) have FP8 tensor cores; elsewhere the
-    runtime says so instead of running slower emulation. Layers whose sizes are not
-    multiples of 16 (the classifier's few outputs) stay bf16, as _scaled_mm requires.
+    runtime says so instead of running slower emulation.
     """
 
     def unavailable_reason(self) -> str | None:
-        reason = super().unavailable_reason()
-        if reason:
-            return reason
-        capability = torch.cuda.get_device_capability()
-        if capability < (8, 9):
-            return (f"FP8 matmuls need an NVIDIA GPU of compute capability 8.9+ (Ada, Hopper); "
-                    f"this one is {capability[0]}.{capability[1]}")
-        return None
+        return fp8_unavailable_reason()
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
-
-        def eligible(module: torch.nn.Module, _: str) -> bool:
-            return (isinstance(module, torch.nn.Linear) and module.in_features % 16 == 0
-                    and module.out_features % 16 == 0)
-
-        quantize_(model, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()), filter_fn=eligible)
-        return model
+        return to_fp8_matmuls(model)
 
 
 class TorchCpuBf16Runtime(TorchRuntime):
