@@ -83,7 +83,7 @@ class OrtCudaGraphRuntime(Runtime):
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
         import onnxruntime as ort
 
-        from slimbert.export.onnx import ONNX_FILE
+        from slimbert.formats import ONNX_FILE
 
         self.check_available()
         path = Path(artifact_dir) / ONNX_FILE
