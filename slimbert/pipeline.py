@@ -14,6 +14,7 @@ names are checked, and a stage folder another recipe made is not replaced withou
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -440,6 +441,14 @@ def _train_alongside(run: _Run, spec: StageSpec, plan: _Plan, work: Path) -> Non
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _folder_owner(out_dir: Path) -> str | None:
+    """The recipe whose run folder ``out_dir`` is (the name in its recipe.json); None for a new one."""
+    try:
+        return json.loads((out_dir / "recipe.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):  # absent, or unreadable: the folder is this run's
+        return None
+
+
 def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
                rerun: tuple[str, ...] = (), progress: bool = True) -> RunResult:
     """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones.
@@ -452,11 +461,17 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
     main = distributed.is_main()
     run = _Run(recipe, out_dir, progress and main)
     result = RunResult(out_dir)
+    owner = _folder_owner(out_dir)
+    guest = owner is not None and owner != recipe.name  # a companion recipe, reusing owner's stages
     if main:  # every input error surfaces here, before the run folder is created
         planned = _preflight(run, force=force, rerun=rerun)
         _refuse_clashes(recipe, out_dir, planned)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
+        if guest:
+            log.info("%s is recipe %r's run folder: its recipe.json, run.json and report stay as they are; "
+                     "this run's report stays in its bench stage's folder", out_dir, owner)
+        else:
+            write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
     unread: list[str] = []  # other processes: stages the main one finishes, read when needed
     for spec in recipe.stages:
         stage = STAGES[spec.type]
@@ -494,12 +509,12 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
         seconds = time.perf_counter() - start
         result.stages.append(StageOutcome(spec.name, spec.type, status, seconds, artifact))
         run.record(spec.name, artifact)
-        if artifact.kind == "report":
+        if artifact.kind == "report" and not guest:
             for name in ("report.md", "report.json", "report.html"):  # the run's headline, at its top level
                 if (dest / name).is_file():
                     write_text_atomic(out_dir / name, (dest / name).read_text())
     if main:
-        write_json_atomic(out_dir / "run.json", {
+        write_json_atomic(out_dir / (f"run-{recipe.name}.json" if guest else "run.json"), {
             "recipe": recipe.name,
             "stages": [{"name": s.name, "type": s.type, "status": s.status,
                         "seconds": round(s.seconds, 1), "path": str(s.artifact.path)}

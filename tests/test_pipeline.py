@@ -379,3 +379,7 @@ def test_a_stage_folder_another_recipe_made_is_not_replaced_without_a_word(expor
     replaced = run_recipe(recipe("companion", other), out, rerun=("int8",), progress=False)
     assert [s.status for s in replaced.stages] == ["reused", "ran"]
     assert replaced.artifact("int8").manifest.extra["recipe"] == "companion"
+    # the folder stays the first recipe's: its recipe.json and run.json (and report) are its own
+    assert json.loads((out / "recipe.json").read_text())["name"] == "tiny"
+    assert json.loads((out / "run.json").read_text())["recipe"] == "tiny"
+    assert json.loads((out / "run-companion.json").read_text())["recipe"] == "companion"
