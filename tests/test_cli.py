@@ -49,9 +49,10 @@ def test_missing_dataset_file_and_column(tmp_path, tiny_encoder, sentiment_csv):
     data = tiny_recipe(tiny_encoder, tmp_path / "missing.csv", stages)
     assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"),
                        "missing.csv", "does not exist")
+    assert not (tmp_path / "o").exists()  # input validation fails before the run folder is made
     data = tiny_recipe(tiny_encoder, sentiment_csv, stages, label="stars")
     assert_clean_error(invoke("run", write_recipe(tmp_path, data), "--out", tmp_path / "o"), "'stars'")
-    assert not (tmp_path / "o" / "finetune").exists()
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_model_paths(tmp_path, sentiment_csv):
@@ -154,7 +155,7 @@ def test_exporting_an_exported_folder_names_the_pytorch_one(tmp_path, tiny_class
 
     onnx = shutil.copytree(tiny_classifier, tmp_path / "student-onnx")
     (onnx / "model.safetensors").rename(onnx / "model.onnx")  # what an export folder holds instead
-    result = invoke("export", onnx, "--out", tmp_path / "o")
+    result = invoke("export", onnx, "--max-length", 32, "--out", tmp_path / "o")
     assert_clean_error(result, "holds an exported model (model.onnx)", "needs the PyTorch model")
 
 
@@ -220,3 +221,14 @@ def test_set_reads_values_as_a_recipe_does():
 
     assert _parse_sets(("scope=2:4", "layers=[0,3]", "lr=5e-5", "epochs=2")) == {
         "scope": "2:4", "layers": [0, 3], "lr": "5e-5", "epochs": 2}
+
+
+def test_a_dry_run_names_a_reused_file_that_no_longer_matches(tmp_path, tiny_classifier, sentiment_csv):
+    recipe = write_recipe(tmp_path, tiny_recipe(tiny_classifier, sentiment_csv,
+                                                [{"type": "export-onnx", "name": "onnx"}]))
+    assert invoke("run", recipe, "--out", tmp_path / "run").exit_code == 0
+    with open(tmp_path / "run" / "onnx" / "model.onnx", "r+b") as fh:
+        fh.truncate(100)
+    result = invoke("run", recipe, "--out", tmp_path / "run", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "run    (onnx/model.onnx does not match its recorded sha256)" in result.output

@@ -266,3 +266,120 @@ def test_recipe_under_two_processes_trains_together_and_writes_once(tiny_encoder
         assert metrics["processes"] == 2 and metrics["steps"] == math.ceil(train_size / 16)
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
     assert not list((out / ".work").iterdir())  # checkpoints and the other process's scratch are gone
+
+
+# --- what is reused must be what was made: files, library versions, manifests, other recipes ---
+
+EXPORTS = [{"type": "export-onnx", "name": "onnx"},
+           {"type": "quantize-onnx", "name": "int8", "mode": "dynamic"}]
+
+
+def pretend_version(monkeypatch, library: str, version: str) -> None:
+    """``library`` looks installed at ``version`` to every metadata lookup (an upgrade)."""
+    from importlib import metadata
+
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: version if name == library else real(name))
+
+
+@pytest.fixture
+def export_run(tiny_classifier, sentiment_csv, tmp_path):
+    """A finished two-stage run (ONNX export, dynamic INT8) and a function that runs it again."""
+    from slimbert.pipeline import plan_recipe
+
+    def recipe(name="tiny", stages=EXPORTS):
+        return recipe_from_dict({**tiny_recipe(tiny_classifier, sentiment_csv, stages), "name": name})
+
+    def again(plan=False, **kw):
+        if plan:
+            return [(p.name, p.reason) for p in plan_recipe(recipe(), tmp_path / "run", **kw)]
+        return [s.status for s in run_recipe(recipe(), tmp_path / "run", progress=False, **kw).stages]
+
+    run_recipe(recipe(), tmp_path / "run", progress=False)
+    return tmp_path / "run", again, recipe
+
+
+def test_a_truncated_reused_artifact_reruns_with_a_warning_naming_the_file(export_run, caplog):
+    from slimbert.artifacts import read_artifact
+
+    out, again, _ = export_run
+    model = out / "onnx" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])  # a truncated copy: the manifest still looks whole
+    assert again(plan=True) == [("onnx", "onnx/model.onnx does not match its recorded sha256"),
+                                ("int8", "after onnx")]
+    with caplog.at_level("WARNING", logger="slimbert.pipeline"):
+        statuses = again()
+    assert statuses[0] == "ran"  # the export is deterministic: int8's input is the same again
+    assert "onnx/model.onnx does not match its recorded sha256" in caplog.text
+    assert read_artifact(out / "onnx").verify() == []
+    (out / "int8" / "model.onnx").unlink()
+    assert again(plan=True) == [("onnx", None), ("int8", "int8/model.onnx is missing")]
+
+
+@pytest.mark.parametrize(("library", "reruns"), [
+    ("onnxruntime", [("onnx", True), ("int8", True)]),   # ORT fuses the export and quantizes
+    ("transformers", [("onnx", True), ("int8", False)]),  # the export reads a transformers model
+    ("slimbert", [("onnx", True), ("int8", True)]),
+    ("torchao", [("onnx", False), ("int8", False)]),  # PT2E only
+])
+def test_a_changed_library_version_reruns_the_stages_it_shapes(export_run, monkeypatch, library, reruns):
+    """An onnxruntime upgrade used to reuse old INT8 artifacts silently; the stage hash stays as it was."""
+    import slimbert.artifacts as artifacts
+
+    out, again, _ = export_run
+    real = artifacts.library_versions()
+    pretend_version(monkeypatch, library, "99.0")
+    planned = dict(again(plan=True))
+    for stage, expected in reruns:
+        assert (planned[stage] == f"made with other library versions: {library} {real[library]} -> 99.0") \
+            is expected, planned
+    if reruns[1][1]:
+        assert again() == ["ran", "ran"]
+        assert again() == ["reused", "reused"]  # the new versions are recorded
+
+
+def test_a_manifest_without_a_library_predates_its_tracking_and_is_not_rerun_for_it(export_run, monkeypatch):
+    out, again, _ = export_run
+    path = out / "onnx" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    recorded = manifest["versions"].pop("onnxruntime")
+    path.write_text(json.dumps(manifest))
+    pretend_version(monkeypatch, "onnxruntime", "99.0")
+    assert again(plan=True) == [
+        ("onnx", None), ("int8", f"made with other library versions: onnxruntime {recorded} -> 99.0")]
+
+
+def test_a_zero_byte_manifest_reruns_its_stage_with_a_warning(export_run, caplog):
+    out, again, _ = export_run
+    (out / "onnx" / "manifest.json").write_bytes(b"")  # a power cut before the data reached the disk
+    (reason_onnx, reason_int8) = [reason for _, reason in again(plan=True)]
+    assert "onnx/manifest.json is empty (0 bytes)" in reason_onnx and reason_int8 == "after onnx"
+    with caplog.at_level("WARNING", logger="slimbert.pipeline"):
+        assert again()[0] == "ran"
+    assert "manifest.json is empty (0 bytes)" in caplog.text
+
+
+def test_a_stage_folder_another_recipe_made_is_not_replaced_without_a_word(export_run):
+    """examples/prune-student.yaml run into runs/default silently replaced the default run's `bench`."""
+    from slimbert.errors import RecipeError
+    from slimbert.pipeline import plan_recipe
+
+    out, _, recipe = export_run
+    before = (out / "int8" / "manifest.json").read_bytes()
+    same = [EXPORTS[0], {**EXPORTS[1], "mode": "dynamic"}]
+    other = [EXPORTS[0], {**EXPORTS[1], "per_channel": True}]
+    assert [s.status for s in run_recipe(recipe("companion", same), out, progress=False).stages] == \
+        ["reused", "reused"]  # reusing another recipe's stage is what a shared folder is for
+    with pytest.raises(RecipeError) as err:
+        run_recipe(recipe("companion", other), out, progress=False)
+    assert "int8 (recipe 'tiny')" in err.value.message and "--rerun int8" in err.value.hint
+    assert (out / "int8" / "manifest.json").read_bytes() == before
+    planned = plan_recipe(recipe("companion", other), out)
+    assert "refused: int8 was made by recipe 'tiny'" in planned[1].reason
+    replaced = run_recipe(recipe("companion", other), out, rerun=("int8",), progress=False)
+    assert [s.status for s in replaced.stages] == ["reused", "ran"]
+    assert replaced.artifact("int8").manifest.extra["recipe"] == "companion"
+    # the folder stays the first recipe's: its recipe.json and run.json (and report) are its own
+    assert json.loads((out / "recipe.json").read_text())["name"] == "tiny"
+    assert json.loads((out / "run.json").read_text())["recipe"] == "tiny"
+    assert json.loads((out / "run-companion.json").read_text())["recipe"] == "companion"

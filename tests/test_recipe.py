@@ -129,3 +129,23 @@ def test_a_devices_file_given_as_a_recipe_is_named_as_such():
     with pytest.raises(RecipeError, match="is a devices file, not a recipe") as err:
         load_recipe(ROOT / "examples/devices.yaml")
     assert "slimbert deploy" in err.value.hint
+
+
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n\x00\x00\xff", "name: caf\xe9\n".encode("latin-1")])
+def test_a_binary_or_non_utf8_recipe_is_a_recipe_error_naming_the_file(tmp_path, content):
+    """It used to be a UnicodeDecodeError traceback and exit 1."""
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert str(path) in err.value.message and "not a UTF-8 text file" in err.value.message
+    assert "UTF-8" in err.value.hint
+
+
+def test_the_ci_example_keys_its_run_cache_on_the_library_versions_too():
+    """A cache keyed on the recipe and data only restored artifacts made with other libraries."""
+    workflow = yaml.safe_load((ROOT / "examples/ci/github-actions-gate.yml").read_text())
+    steps = workflow["jobs"]["gate"]["steps"]
+    cache = next(s for s in steps if s.get("uses", "").startswith("actions/cache"))
+    assert "runs/" in cache["with"]["path"]
+    assert "pyproject.toml" in cache["with"]["key"] and "recipes/model.yaml" in cache["with"]["key"]

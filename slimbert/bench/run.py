@@ -68,13 +68,6 @@ def _check_labels(entry: BenchEntry, config: dict[str, Any], label_names: list[s
                 ", ".join(f"{d} -> {m}" for d, m in zip(label_names, names, strict=True)))
 
 
-def _max_positions(config: dict[str, Any]) -> int | None:
-    positions = config.get("max_position_embeddings")
-    if positions and config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-        positions -= 2  # RoBERTa offsets positions by the padding index
-    return positions
-
-
 def _size_mb(entry: BenchEntry) -> float:
     return model_size_bytes(entry.path, entry.kind) / 1e6
 
@@ -111,19 +104,28 @@ def environment(threads: int) -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform()}
 
 
+def check_targets(cfg: BenchConfig) -> None:
+    """Refuse a target no runtime has; the engine calls it before the run folder is made."""
+    runtimes = all_runtimes()
+    unknown = [t for t in cfg.targets or [] if t not in runtimes]
+    if unknown:
+        raise SlimbertError(f"unknown bench target {unknown[0]!r} (--targets); known: {', '.join(runtimes)}.")
+
+
 def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
               max_length: int, name: str = "bench", progress: bool = True) -> dict[str, Any]:
     """Benchmark ``entries``; returns the report dict (rows, config, environment)."""
-    from slimbert.models import load_tokenizer
+    from slimbert.models import load_tokenizer, max_positions
 
     threads = cfg.threads or os.cpu_count() or 1
+    check_targets(cfg)
     runtimes = all_runtimes()
     split = data.splits[cfg.split]
     plan, unavailable = [], []
     for entry in entries:
         config = _model_config(entry.path)
         _check_labels(entry, config, data.label_names)
-        limit = _max_positions(config)
+        limit = max_positions(config)
         longest = max([cfg.seq_len, *(cfg.sweep_seq_lens or [])])
         if limit and longest > limit:
             raise SlimbertError(
@@ -132,9 +134,7 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
             )
         targets = cfg.targets or default_targets(entry.kind)
         for target in targets:
-            runtime = runtimes.get(target)
-            if runtime is None:
-                raise SlimbertError(f"unknown bench target {target!r}; known: {', '.join(runtimes)}.")
+            runtime = runtimes[target]  # names checked by check_targets
             if runtime.kind != entry.kind:
                 continue
             reason = runtime.unavailable_reason()

@@ -94,11 +94,11 @@ def parse_devices(data: object, source: str, base: Path) -> dict[str, Device]:
 def load_devices(path: Path) -> dict[str, Device]:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DeployError(f"device inventory {path} does not exist.",
                           hint=f"create it or pass --devices FILE; {EXAMPLE_HINT}") from None
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:  # a binary file: not UTF-8 YAML
         raise DeployError(f"cannot read device inventory {path}: {exc}", hint=EXAMPLE_HINT) from None
     return parse_devices(data, str(path), path.resolve().parent)
 
