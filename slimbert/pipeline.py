@@ -28,10 +28,9 @@ from slimbert.artifacts import (
     write_json_atomic,
     write_text_atomic,
 )
-from slimbert.bench.run import BenchEntry
 from slimbert.data import TextClassificationData, load_dataset, with_absolute_paths
 from slimbert.errors import RecipeError
-from slimbert.models import model_fingerprint, resolve_model
+from slimbert.models import content_fingerprint, model_fingerprint, resolve_model
 from slimbert.recipe import Recipe, StageSpec
 from slimbert.schema import field_defaults, to_dict
 from slimbert.stages import MODEL_KINDS, STAGES, StageContext, StageInput, detect_kind
@@ -115,20 +114,29 @@ class _Run:
         return found
 
     def resolve_reference(self, spec: StageSpec, ref: str) -> StageInput:
-        """An artifact a stage's config names: an earlier model stage, else a model folder."""
+        """An artifact a stage's config names: an earlier model stage, the base model, else a
+        folder holding a model of a kind the stage reads (``StageType.reference_kinds``)."""
         if ref in self.done:
             return self.done[ref]
         if ref == "model":
             return self.model
+        kinds = STAGES[spec.type].reference_kinds
         path = Path(ref).expanduser()
         path = path if path.is_absolute() else self.recipe.base_dir / path
-        if not path.is_dir() or detect_kind(path) != "hf-model":
+        kind = detect_kind(path) if path.is_dir() else None
+        if kind not in kinds:
+            wanted = "a transformers model folder" if kinds == ("hf-model",) else "a model folder"
+            what = (f"a {kind} folder" if kind else "a folder without a model") if path.is_dir() else \
+                "not an existing folder"
             raise RecipeError(
                 f"stage {spec.name!r} refers to {ref!r}, which is neither an earlier model stage "
-                "nor a transformers model folder.",
-                hint=f"earlier stages: {', '.join(self.done) or 'none'}.",
+                f"nor {wanted} ({what}).",
+                hint=f"earlier stages: {', '.join(self.done) or 'none'}; a model folder holds "
+                "config.json + weights, model.onnx, model.ort, model.pte or model.pt2.",
             )
-        return StageInput(ref, path, "hf-model", model_fingerprint(path))
+        # a transformers folder is hashed as the base model is; an exported one by its manifest
+        fingerprint = model_fingerprint(path) if kind == "hf-model" else content_fingerprint(path)
+        return StageInput(ref, path, kind, fingerprint)
 
     def record(self, name: str, artifact: Artifact) -> None:
         """Make a finished stage's model available as a later stage's input."""
@@ -136,46 +144,12 @@ class _Run:
             self.done[name] = StageInput(name, artifact.path, artifact.kind,
                                          sha256_json(artifact.manifest.files))
 
-    def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
-        names = spec.config.artifacts
-        if names is None:
-            return [BenchEntry(s.name, s.path, s.kind) for s in self.done.values() if s.kind in MODEL_KINDS]
-        entries = []
-        for name in names:
-            if name in self.done:
-                s = self.done[name]
-                entries.append(BenchEntry(s.name, s.path, s.kind))
-                continue
-            if name == "model":
-                entries.append(BenchEntry("model", self.model.path, "hf-model"))
-                continue
-            path = Path(name).expanduser()
-            path = path if path.is_absolute() else self.recipe.base_dir / path
-            kind = detect_kind(path) if path.is_dir() else None
-            if kind not in MODEL_KINDS:
-                what = (f"a {kind} folder, not a model" if kind else "a folder without a model"
-                        if path.is_dir() else "neither an earlier stage nor an existing folder")
-                earlier = f"; earlier stages: {', '.join(self.done)}" if self.done else ""
-                raise RecipeError(
-                    f"bench artifact {name!r} is {what}.",
-                    hint="give a model folder (config.json + weights, model.onnx, model.ort, "
-                    f"model.pte or model.pt2){earlier}.",
-                )
-            entries.append(BenchEntry(path.name, path, kind))
-        return entries
-
-
-def _input_fingerprint(entry: StageInput | BenchEntry) -> str:
-    art = read_artifact(entry.path)
-    return sha256_json(art.manifest.files) if art is not None else model_fingerprint(entry.path)
-
 
 @dataclass
 class _Plan:
     """What a stage reads, and the hash of all of it."""
 
     input: StageInput | None
-    entries: list[BenchEntry]
     parents: dict[str, str]
     references: dict[str, StageInput]
     inputs_hash: str
@@ -184,15 +158,12 @@ class _Plan:
 def _plan(run: _Run, spec: StageSpec) -> _Plan:
     stage = STAGES[spec.type]
     stage_input = run.resolve_input(spec)
-    entries = run.bench_entries(spec) if spec.type == "bench" else []
-    parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
-        e.name: run.done[e.name].fingerprint if e.name in run.done else _input_fingerprint(e)
-        for e in entries}
+    parents = {stage_input.name: stage_input.fingerprint} if stage_input else {}
     references = {ref: run.resolve_reference(spec, ref)
                   for ref in (stage.references(spec.config, run.done.keys()) if stage.references else [])}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
     inputs_hash = _inputs_hash(run, spec.type, to_dict(spec.config), parents)
-    return _Plan(stage_input, entries, parents, references, inputs_hash)
+    return _Plan(stage_input, parents, references, inputs_hash)
 
 
 def _inputs_hash(run: _Run, stage_type: str, config: dict, parents: dict[str, str]) -> str:
@@ -228,7 +199,7 @@ def _unchanged(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact) -> b
 def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> StageContext:
     recipe = run.recipe
     return StageContext(spec.name, spec.config, plan.input, run.data, recipe.dataset.max_length,
-                        recipe.seed, out, work, run.progress, plan.entries, recipe.name,
+                        recipe.seed, out, work, run.progress, recipe.name,
                         {ref: r.path for ref, r in plan.references.items()})
 
 

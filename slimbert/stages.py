@@ -15,7 +15,7 @@ from typing import Any
 
 from slimbert.artifacts import write_json_atomic
 from slimbert.bench.report import pareto_plot, render_html, render_markdown
-from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
+from slimbert.bench.run import BenchConfig, BenchEntry, bench_report
 from slimbert.compress.distill import DistillConfig, distill
 from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.compress.prune import PruneConfig, prune
@@ -53,7 +53,6 @@ class StageContext:
     out: Path  # temporary artifact folder to write into
     work: Path  # resumable scratch space (checkpoints, cached logits)
     progress: bool
-    bench_entries: list[BenchEntry]  # for the bench stage: what to measure
     recipe_name: str
     # other artifacts the config names (e.g. prune's recovery teacher): reference -> folder
     references: dict[str, Path] = field(default_factory=dict)
@@ -63,13 +62,14 @@ class StageContext:
 class StageType:
     name: str
     config_cls: type
-    input_kind: str | None  # kind of artifact it reads; None for bench
+    input_kind: str | None  # kind of artifact it reads; None: only what its config references
     output_kind: str
     run: Callable[[StageContext], dict[str, Any]]
     help: str
     # (config, names of the earlier model stages) -> names of further inputs the config
     # refers to (earlier stages or model folders)
     references: Callable[[Any, Collection[str]], list[str]] | None = None
+    reference_kinds: tuple[str, ...] = ("hf-model",)  # what a referenced model folder may hold
     # runs on every process of a multi-process launch (DDP); other stages run on the main one
     trains: bool = False
 
@@ -150,13 +150,21 @@ def _run_export_executorch(ctx: StageContext) -> dict[str, Any]:
 
 
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
-    report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
-                       name=ctx.recipe_name, progress=ctx.progress)
-    write_json_atomic(ctx.out / "report.json", report)
+    # a row is named by the stage, "model", or a folder's own name; the engine checked each kind
+    entries = [BenchEntry(Path(ref).name, path, "hf-model" if ref == "model" else detect_kind(path))
+               for ref, path in ctx.references.items()]
+    report = bench_report(entries, ctx.data, ctx.config, max_length=ctx.max_length,
+                          name=ctx.recipe_name, progress=ctx.progress)
+    write_json_atomic(ctx.out / "report.json", report.to_dict())
     (ctx.out / "report.md").write_text(render_markdown(report))
-    plot = pareto_plot(report["rows"], ctx.out / "pareto.png")
+    plot = pareto_plot(report.rows, ctx.out / "pareto.png")
     (ctx.out / "report.html").write_text(render_html(report, plot))
-    return {"rows": len(report["rows"]), "unavailable": len(report["unavailable"])}
+    return {"rows": len(report.rows), "unavailable": len(report.unavailable)}
+
+
+def _bench_references(cfg: BenchConfig, earlier: Collection[str]) -> list[str]:
+    # what to measure: the named stages, "model" and folders, else every earlier model stage
+    return list(cfg.artifacts) if cfg.artifacts is not None else list(earlier)
 
 
 STAGES: dict[str, StageType] = {
@@ -190,7 +198,8 @@ STAGES: dict[str, StageType] = {
                   "package an (unfused) ONNX graph for TensorRT with its trtexec build command; "
                   "build the engine here when TensorRT and a GPU exist"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
-                  "measure accuracy, latency and size of artifacts on every target"),
+                  "measure accuracy, latency and size of artifacts on every target",
+                  references=_bench_references, reference_kinds=MODEL_KINDS),
     )
 }
 

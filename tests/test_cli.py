@@ -216,7 +216,7 @@ def test_export_ort_mobile_format(tmp_path, tiny_classifier, sentiment_csv):
 
 
 def test_set_reads_values_as_a_recipe_does():
-    from slimbert.cli import _parse_sets
+    from slimbert.cli_options import parse_sets as _parse_sets
 
     assert _parse_sets(("scope=2:4", "layers=[0,3]", "lr=5e-5", "epochs=2")) == {
         "scope": "2:4", "layers": [0, 3], "lr": "5e-5", "epochs": 2}
