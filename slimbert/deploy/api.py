@@ -68,7 +68,7 @@ def deploy_model(artifact: Path | str, device: str, devices: Path | str = "devic
     """Deploy ``artifact`` to the device named ``device`` in the inventory ``devices``, as
     `slimbert deploy ARTIFACT --device NAME` does; ``bench`` times it there."""
     if (report or batch_sizes or seq_len or threads) and not bench:
-        raise DeployError("report, batch_sizes, seq_len and threads go with bench.")
+        raise DeployError("--report, --batch-sizes, --seq-len and --threads go with --bench (bench=True).")
     target = get_device(Path(devices), device)
     # everything that can be wrong with the settings fails here, before minutes of uploading
     cfg = remote_bench_config(report, batch_sizes, seq_len, threads) if bench else None
