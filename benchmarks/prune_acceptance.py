@@ -27,6 +27,7 @@ from pathlib import Path
 
 from slimbert.artifacts import write_json_atomic
 from slimbert.bench.latency import measure_latency, synthetic_batch
+from slimbert.bench.report import load_report
 from slimbert.models import load_tokenizer
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
@@ -116,30 +117,30 @@ def main() -> None:
     start = time.perf_counter()
     recipe = recipe_from_dict(build_recipe(args.run, args.epochs, args.limit), "prune_acceptance")
     result = run_recipe(recipe, args.out)
-    report = json.loads((args.out / "report.json").read_text())
-    rows = {r["artifact"]: r for r in report["rows"]}
+    report = load_report(args.out / "report.json")
+    rows = {r.artifact: r for r in report.rows}
     paths = {name: args.out / name for name in ROWS}
     latency = interleaved_latency(paths, args.rounds, budget_s=2.0)
     vocab = result.artifact("student-vocab").manifest.metrics
     pruned = result.artifact("student-pruned").manifest.metrics
     size = {name: (paths[name] / "model.onnx").stat().st_size for name in ROWS}
-    acc = {name: rows[name]["accuracy"]["accuracy"] for name in ROWS}
+    acc = {name: rows[name].accuracy["accuracy"] for name in ROWS}
     base = "student-onnx"
 
     def same_predictions(name: str) -> str:
-        same = sum(a == b for a, b in zip(rows[base]["predictions"], rows[name]["predictions"], strict=True))
-        return f"{same}/{len(rows[base]['predictions'])}"
+        same = sum(a == b for a, b in zip(rows[base].predictions, rows[name].predictions, strict=True))
+        return f"{same}/{len(rows[base].predictions)}"
 
     summary = {
-        "machine": report["environment"],
-        "dataset": report["dataset"],
+        "machine": report.environment,
+        "dataset": report.dataset,
         "seconds": round(time.perf_counter() - start, 1),
         "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 1)}
                    for s in result.stages],
         "test_accuracy_ort_cpu": acc,
         "onnx_bytes": size,
         "latency_b1_seq128_interleaved": latency,
-        "latency_b1_seq128_bench_stage_p50_ms": {n: rows[n]["latency"][0]["p50_ms"] for n in ROWS},
+        "latency_b1_seq128_bench_stage_p50_ms": {n: rows[n].p50(report.smallest_batch) for n in ROWS},
         "vocab": {
             "embedding_rows": [vocab["embedding_rows_before"], vocab["embedding_rows_after"]],
             "embedding_rows_ratio": round(vocab["embedding_rows_before"] / vocab["embedding_rows_after"], 3),

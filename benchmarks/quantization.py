@@ -14,12 +14,12 @@ or the autotune).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
 
 from slimbert.artifacts import write_json_atomic
+from slimbert.bench.report import BenchReport, load_report
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import load_recipe, recipe_from_dict
 
@@ -29,20 +29,20 @@ RECIPE = ROOT / "examples" / "quantization.yaml"
 REFERENCE = "student-onnx"
 
 
-def summarize(result, report: dict) -> dict:
+def summarize(result, report: BenchReport) -> dict:
     metrics = {s.name: s.artifact.manifest.metrics for s in result.stages}
-    ref = next(r for r in report["rows"] if r["artifact"] == REFERENCE)
+    ref = report.find(REFERENCE)[0]
     rows = []
-    for row in report["rows"]:
-        quant = metrics.get(row["artifact"], {})
+    for row in report.rows:
+        quant = metrics.get(row.artifact, {})
         repair = quant.get("repair") or {}
         rows.append({
-            "artifact": row["artifact"],
-            "test_accuracy": row["accuracy"]["accuracy"],
-            "points_vs_fp32": 100 * (row["accuracy"]["accuracy"] - ref["accuracy"]["accuracy"]),
-            "p50_ms_b1": row["latency"][0]["p50_ms"],
-            "speedup_vs_fp32_onnx": row["speedup_b1"],
-            "size_mb": row["size_mb"],
+            "artifact": row.artifact,
+            "test_accuracy": row.accuracy["accuracy"],
+            "points_vs_fp32": 100 * (row.accuracy["accuracy"] - ref.accuracy["accuracy"]),
+            "p50_ms_b1": row.p50(report.smallest_batch),
+            "speedup_vs_fp32_onnx": row.speedup_b1,
+            "size_mb": row.size_mb,
             "mode": quant.get("mode"),
             "int8_formats": quant.get("int8_formats"),
             "dev_drop_points": quant.get("dev_drop_points"),
@@ -52,7 +52,7 @@ def summarize(result, report: dict) -> dict:
             "fp32_layers": quant.get("fp32_layers"),
             "repair_initial_dev_drop_points": repair.get("initial_dev_drop_points"),
         })
-    return {"rows": rows, "environment": report["environment"], "bench": report}
+    return {"rows": rows, "environment": report.environment, "bench": report.to_dict()}
 
 
 def from_student(student: Path):
@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     recipe = load_recipe(RECIPE) if args.student is None else from_student(args.student)
     result = run_recipe(recipe, args.out)
-    summary = summarize(result, json.loads((args.out / "bench-quantization" / "report.json").read_text()))
+    summary = summarize(result, load_report(args.out / "bench-quantization" / "report.json"))
     write_json_atomic(args.results, summary)
     for row in summary["rows"]:
         print(f"{row['artifact']:22s} {100 * row['test_accuracy']:6.2f}% ({row['points_vs_fp32']:+.2f}) "

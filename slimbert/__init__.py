@@ -1,7 +1,9 @@
 """slimbert: compress, export, benchmark and gate BERT-family text classifiers.
 
-The Python API mirrors the CLI. Heavy libraries (torch, onnxruntime) load on first use,
-so ``import slimbert`` stays cheap.
+The Python API mirrors the CLI: every command has a function (``compress_model``,
+``export_model``, ``bench_models``, ``gate_models``, ``deploy_model``, ``list_targets``,
+``list_assets``, ``fetch_assets``) beside the step functions and configs. Heavy libraries
+(torch, onnxruntime) load on first use, so ``import slimbert`` stays cheap.
 
     >>> import slimbert
     >>> result = slimbert.run_recipe(slimbert.load_recipe(), "runs/default")
@@ -53,6 +55,21 @@ _API = {
     "evaluate_gate": "slimbert.gate",
     "fetch_asset": "slimbert.assets",
     "SlimbertError": "slimbert.errors",
+    # one function per CLI command (slimbert.api)
+    "compress_model": "slimbert.api",
+    "export_model": "slimbert.api",
+    "bench_models": "slimbert.api",
+    "gate_models": "slimbert.api",
+    "deploy_model": "slimbert.api",
+    "device_status": "slimbert.api",
+    "rollback_device": "slimbert.api",
+    "list_targets": "slimbert.api",
+    "list_assets": "slimbert.api",
+    "fetch_assets": "slimbert.api",
+    "BenchReport": "slimbert.bench.report",
+    "BenchRow": "slimbert.bench.report",
+    "load_report": "slimbert.bench.report",
+    "EXPORT_FORMATS": "slimbert.adhoc",
 }
 
 __all__ = sorted(_API)

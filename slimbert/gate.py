@@ -10,7 +10,9 @@ looks only at the examples they disagree on.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from slimbert.bench.report import read_report
+from slimbert.bench.report import BenchReport, BenchRow, as_report, as_row, load_report
 from slimbert.data.metrics import classification_metrics
 from slimbert.errors import GateError
+
+log = logging.getLogger(__name__)
 
 METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}  # name -> how the summary says it
 # Drops are differences of floats: 86% - 85% is 1.0000000000000009 points, which must pass
@@ -94,34 +98,30 @@ class GateResult:
 # -- reading reports -----------------------------------------------------------------------
 
 
-def load_report(path: Path) -> dict[str, Any]:
-    """Read a bench report; anything unreadable is a usage error (exit 2), never a FAIL."""
-    report = read_report(path, GateError, _REPORT_HINT, required=("rows", "dataset"))
-    if not isinstance(report["dataset"], dict):
-        raise GateError(f"{path} is not a bench report: its 'dataset' is not a mapping.", hint=_REPORT_HINT)
-    return report
+def row_label(row: BenchRow | dict[str, Any]) -> str:
+    return as_row(row).label
 
 
-def row_label(row: dict[str, Any]) -> str:
-    return f"{row.get('artifact')} on {row.get('target')}"
+def select_row(report: BenchReport | dict[str, Any], artifact: str | None,
+               target: str | None) -> BenchRow | dict[str, Any]:
+    """The one row for ``artifact`` (and ``target``); None matches anything but must be unique.
 
-
-def select_row(report: dict[str, Any], artifact: str | None, target: str | None) -> dict[str, Any]:
-    """The one row for ``artifact`` (and ``target``); None matches anything but must be unique."""
-    rows = report.get("rows") or []
-    matches = [r for r in rows if artifact in (None, r.get("artifact")) and target in (None, r.get("target"))]
+    Given the report's JSON mapping, the row is returned as that mapping's row.
+    """
+    typed = as_report(report)
+    matches = typed.find(artifact, target)
     if len(matches) == 1:
-        return matches[0]
-    available = ", ".join(row_label(r) for r in rows) or "none"
+        return report["rows"][typed.rows.index(matches[0])] if isinstance(report, dict) else matches[0]
+    available = ", ".join(r.label for r in typed.rows) or "none"
     wanted = " on ".join(x for x in (artifact or "any artifact", target) if x)
     hint = "name one of the available artifacts (CLI: --baseline-artifact/--candidate-artifact, --target)."
     if matches:
         raise GateError(f"{len(matches)} rows of the bench report match {wanted}; available: {available}.",
                         hint=hint)
-    skipped = [u for u in report.get("unavailable") or []
+    skipped = [u for u in typed.unavailable
                if u.get("artifact") == artifact and target in (None, u.get("target"))]
     why = "".join(f" ({artifact} was not measured on {u.get('target')}: {u.get('reason')})" for u in skipped)
-    name = f" {report['name']!r}" if report.get("name") else ""
+    name = f" {typed.name!r}" if typed.name else ""
     raise GateError(f"no row for {wanted} in the bench report{name}{why}; available: {available}.",
                     hint=hint + " A run folder's report.json is the last bench that ran there; each "
                     "bench stage keeps its own in <run>/<stage>/report.json.")
@@ -138,21 +138,20 @@ def _int_array(values: Any, what: str) -> np.ndarray:
     return array
 
 
-def _report_labels(report: dict[str, Any], role: str) -> np.ndarray:
-    if report.get("labels") is None:
+def _report_labels(report: BenchReport, role: str) -> np.ndarray:
+    if report.labels is None:
         raise GateError(f"the {role} report has no 'labels' of its evaluation split.", hint=_RERUN_HINT)
-    return _int_array(report["labels"], f"{role} report's labels")
+    return _int_array(report.labels, f"{role} report's labels")
 
 
-def comparable_data(baseline_report: dict[str, Any], baseline_row: dict[str, Any],
-                    candidate_report: dict[str, Any], candidate_row: dict[str, Any],
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def comparable_data(baseline_report: BenchReport, baseline_row: BenchRow, candidate_report: BenchReport,
+                    candidate_row: BenchRow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(labels, baseline predictions, candidate predictions), or refuse to compare.
 
     A paired comparison is only meaningful on the same examples in the same order; a
     baseline from a different dataset or split would turn a data change into a "regression".
     """
-    base_ds, cand_ds = baseline_report.get("dataset") or {}, candidate_report.get("dataset") or {}
+    base_ds, cand_ds = baseline_report.dataset or {}, candidate_report.dataset or {}
     for key in ("fingerprint", "split"):
         if base_ds.get(key) != cand_ds.get(key):
             raise GateError(
@@ -166,11 +165,11 @@ def comparable_data(baseline_report: dict[str, Any], baseline_row: dict[str, Any
                         "split cannot gate this candidate.",
                         hint="bench the baseline and the candidate with the same dataset, seed and split.")
     for row, role in ((baseline_row, "baseline"), (candidate_row, "candidate")):
-        if row.get("predictions") is None:
-            raise GateError(f"the {role} row {row_label(row)} has no per-example predictions.",
+        if row.predictions is None:
+            raise GateError(f"the {role} row {row.label} has no per-example predictions.",
                             hint=_RERUN_HINT)
-    base = _int_array(baseline_row["predictions"], f"baseline predictions of {row_label(baseline_row)}")
-    cand = _int_array(candidate_row["predictions"], f"candidate predictions of {row_label(candidate_row)}")
+    base = _int_array(baseline_row.predictions, f"baseline predictions of {baseline_row.label}")
+    cand = _int_array(candidate_row.predictions, f"candidate predictions of {candidate_row.label}")
     if base.size != cand.size or base.size != labels.size:
         raise GateError(f"prediction counts differ: {base.size} (baseline), {cand.size} (candidate), "
                         f"{labels.size} labels; the rows did not score the same examples.",
@@ -275,18 +274,17 @@ def _metric_checks(cfg: GateConfig, drop: float, retention: float, ci_high: floa
     return checks
 
 
-def _p50_batch1(row: dict[str, Any]) -> float:
-    by_batch = {s.get("batch_size"): s.get("p50_ms") for s in row.get("latency") or []}
-    p50 = by_batch.get(1)
-    if not isinstance(p50, (int, float)) or p50 <= 0:
-        measured = ", ".join(str(b) for b in by_batch) or "none"
-        raise GateError(f"{row_label(row)} has no p50 latency at batch size 1 (batch sizes measured: "
+def _p50_batch1(row: BenchRow) -> float:
+    p50 = row.p50(1)
+    if p50 is None:
+        measured = ", ".join(str(s.get("batch_size")) for s in row.latency) or "none"
+        raise GateError(f"{row.label} has no p50 latency at batch size 1 (batch sizes measured: "
                         f"{measured}).", hint="bench with batch size 1 included, e.g. --batch-sizes 1,32.")
-    return float(p50)
+    return p50
 
 
-def _latency_check(cfg: GateConfig, baseline_report: dict[str, Any], baseline_row: dict[str, Any],
-                   candidate_report: dict[str, Any], candidate_row: dict[str, Any]) -> list[dict[str, Any]]:
+def _latency_check(cfg: GateConfig, baseline_report: BenchReport, baseline_row: BenchRow,
+                   candidate_report: BenchReport, candidate_row: BenchRow) -> list[dict[str, Any]]:
     """Latency is only compared within one report: other runs mean other machines and load."""
     if cfg.max_latency_ratio is None:
         return []
@@ -303,10 +301,17 @@ def _latency_check(cfg: GateConfig, baseline_report: dict[str, Any], baseline_ro
                    f"{bound} the {cfg.max_latency_ratio:g}x allowed")]
 
 
-def evaluate_gate(baseline_report: dict[str, Any], baseline_row: dict[str, Any],
-                  candidate_report: dict[str, Any], candidate_row: dict[str, Any],
+def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: BenchRow | dict[str, Any],
+                  candidate_report: BenchReport | dict[str, Any], candidate_row: BenchRow | dict[str, Any],
                   cfg: GateConfig) -> GateResult:
-    """Compare the candidate row against the baseline row; raises GateError if they are not comparable."""
+    """Compare the candidate row against the baseline row; raises GateError if they are not comparable.
+
+    Reports and rows may be typed or the report JSON's mappings.
+    """
+    same = baseline_report is candidate_report
+    baseline_report, candidate_report = as_report(baseline_report), as_report(candidate_report)
+    candidate_report = baseline_report if same else candidate_report
+    baseline_row, candidate_row = as_row(baseline_row), as_row(candidate_row)
     labels, base, cand = comparable_data(baseline_report, baseline_row, candidate_report, candidate_row)
     num_classes = int(max(labels.max(), base.max(), cand.max())) + 1
     base_value = score(labels, base, cfg.metric, num_classes)
@@ -320,10 +325,10 @@ def evaluate_gate(baseline_report: dict[str, Any], baseline_row: dict[str, Any],
     checks += _latency_check(cfg, baseline_report, baseline_row, candidate_report, candidate_row)
     return GateResult(
         passed=all(check["passed"] for check in checks), checks=checks, metric=cfg.metric,
-        baseline=row_label(baseline_row), candidate=row_label(candidate_row),
+        baseline=baseline_row.label, candidate=candidate_row.label,
         baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
         drop_ci=ci, mcnemar_p=mcnemar_p(b, c), discordant=(b, c), n=int(labels.size),
-        split=(baseline_report.get("dataset") or {}).get("split"), config=cfg,
+        split=baseline_report.dataset.get("split"), config=cfg,
     )
 
 
@@ -416,3 +421,54 @@ def render_junit(result: GateResult) -> str:
     ET.SubElement(suite, "system-out").text = render_markdown(result)
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+# -- the whole check, as `slimbert gate` runs it ------------------------------------------
+
+
+def gate_reports(baseline: Path | str, candidate: Path | str | None = None, *,
+                 baseline_artifact: str | None = None, candidate_artifact: str | None = None,
+                 target: str | None = None, config: GateConfig | None = None,
+                 junit: Path | str | None = None, summary: Path | str | None = None) -> GateResult:
+    """Gate a candidate row against a baseline row of bench report.json files, as `slimbert gate` does.
+
+    ``candidate`` defaults to the baseline report (two artifacts benched side by side). The
+    Markdown summary is also written to ``summary`` and appended to $GITHUB_STEP_SUMMARY when
+    set, the JUnit XML to ``junit``. Raises GateError when the rows cannot be compared; a
+    failed threshold is the result's ``passed`` (the CLI exits 1 on it).
+    """
+    baseline_report = load_report(Path(baseline), GateError, _REPORT_HINT, required=("rows", "dataset"))
+    candidate_report = (load_report(Path(candidate), GateError, _REPORT_HINT, required=("rows", "dataset"))
+                        if candidate else baseline_report)
+    baseline_row = select_row(baseline_report, baseline_artifact, target)
+    candidate_row = select_row(candidate_report, candidate_artifact, target)
+    if baseline_row is candidate_row:
+        raise GateError("the baseline and the candidate are the same row; name the candidate with "
+                        "--candidate-artifact (or give --candidate REPORT.json).")
+    result = evaluate_gate(baseline_report, baseline_row, candidate_report, candidate_row,
+                           config or GateConfig())
+    write_gate_outputs(result, junit=junit, summary=summary)
+    return result
+
+
+def write_gate_outputs(result: GateResult, *, junit: Path | str | None = None,
+                       summary: Path | str | None = None) -> None:
+    """The JUnit XML and the Markdown summary where asked, and the summary on the CI job page."""
+    from slimbert.artifacts import write_text_atomic
+
+    markdown = render_markdown(result)
+    for path, text in ((junit, render_junit(result)), (summary, markdown)):
+        if path is None:
+            continue
+        try:
+            write_text_atomic(Path(path), text)
+        except OSError as exc:
+            raise GateError(f"cannot write {path}: {exc.strerror or exc}.",
+                            hint="choose a writable path.") from exc
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:  # GitHub Actions shows this file on the job page; other CIs ignore it
+        try:
+            with open(step_summary, "a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+        except OSError as exc:
+            log.warning("cannot append to $GITHUB_STEP_SUMMARY (%s): %s", step_summary, exc)

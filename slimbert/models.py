@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from slimbert.artifacts import sha256_file, sha256_json
+from slimbert.artifacts import read_artifact, sha256_file, sha256_json
 from slimbert.errors import ModelError
 from slimbert.formats import EXPORTED_SUFFIXES, MODEL_FILE_SUFFIXES
 
@@ -158,6 +158,13 @@ def model_fingerprint(folder: Path) -> str:
         and f.name != "manifest.json"
     )
     return sha256_json({f.name: sha256_file(f) for f in files})
+
+
+def content_fingerprint(folder: Path) -> str:
+    """The content hash of a model folder: of every file its manifest lists when slimbert made
+    it (what a stage records for an earlier stage), else ``model_fingerprint``."""
+    artifact = read_artifact(Path(folder))
+    return sha256_json(artifact.manifest.files) if artifact is not None else model_fingerprint(Path(folder))
 
 
 def load_tokenizer(folder: Path):

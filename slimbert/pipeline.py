@@ -36,7 +36,6 @@ from slimbert.artifacts import (
     write_json_atomic,
     write_text_atomic,
 )
-from slimbert.bench.config import BenchEntry
 from slimbert.data import TextClassificationData, load_dataset, with_absolute_paths
 from slimbert.errors import ArtifactError, RecipeError
 from slimbert.formats import MODEL_FORMATS
@@ -45,6 +44,7 @@ from slimbert.models import (
     check_length,
     check_model_files,
     check_weights,
+    content_fingerprint,
     model_fingerprint,
     resolve_model,
 )
@@ -151,61 +151,36 @@ class _Run:
         return found
 
     def resolve_reference(self, spec: StageSpec, ref: str) -> StageInput:
-        """An artifact a stage's config names: an earlier model stage, else a model folder."""
+        """An artifact a stage's config names: an earlier model stage, the base model, else a
+        folder holding a model of a kind the stage reads (``StageType.reference_kinds``)."""
         if ref in self.done:
             return self.done[ref]
         if ref == "model":
             return self.model
+        kinds = STAGES[spec.type].reference_kinds
         path = Path(ref).expanduser()
         path = path if path.is_absolute() else self.recipe.base_dir / path
-        if not path.is_dir() or _format(path) != "hf-model":
+        found = _format(path) if path.is_dir() else None
+        if found not in kinds:
+            wanted = "a transformers model folder" if kinds == ("hf-model",) else "a model folder"
+            what = (f"a {found} folder" if found else "a folder without a model") if path.is_dir() else \
+                "not an existing folder"
             raise RecipeError(
                 f"stage {spec.name!r} refers to {ref!r}, which is neither an earlier model stage "
-                "nor a transformers model folder.",
-                hint=f"earlier stages: {', '.join(self.done) or 'none'}.",
+                f"nor {wanted} ({what}).",
+                hint=f"earlier stages: {', '.join(self.done) or 'none'}; a model folder holds "
+                "config.json + weights, model.onnx, model.ort, model.pte or model.pt2.",
             )
         self.check_folder(path, spec)
-        return StageInput(ref, path, "hf-model", model_fingerprint(path))
+        # a transformers folder is hashed as the base model is; an exported one by its manifest
+        fingerprint = model_fingerprint(path) if found == "hf-model" else content_fingerprint(path)
+        return StageInput(ref, path, found, fingerprint)
 
     def record(self, name: str, artifact: Artifact) -> None:
         """Make a finished stage's model available as a later stage's input."""
         if artifact.kind in MODEL_FORMATS:
             self.done[name] = StageInput(name, artifact.path, artifact.kind,
                                          sha256_json(artifact.manifest.files))
-
-    def bench_entries(self, spec: StageSpec) -> list[BenchEntry]:
-        if spec.config.targets:  # named targets must exist (the runtime registry imports torch)
-            from slimbert.bench.run import check_targets
-
-            check_targets(spec.config)
-        names = spec.config.artifacts
-        if names is None:
-            return [BenchEntry(s.name, s.path, s.format) for s in self.done.values()
-                    if s.format in MODEL_FORMATS]
-        entries = []
-        for name in names:
-            if name in self.done:
-                s = self.done[name]
-                entries.append(BenchEntry(s.name, s.path, s.format))
-                continue
-            if name == "model":
-                entries.append(BenchEntry("model", self.model.path, "hf-model"))
-                continue
-            path = Path(name).expanduser()
-            path = path if path.is_absolute() else self.recipe.base_dir / path
-            found = _format(path) if path.is_dir() else None
-            if found not in MODEL_FORMATS:
-                what = (f"a {found} folder, not a model" if found else "a folder without a model"
-                        if path.is_dir() else "neither an earlier stage nor an existing folder")
-                earlier = f"; earlier stages: {', '.join(self.done)}" if self.done else ""
-                raise RecipeError(
-                    f"bench artifact {name!r} is {what}.",
-                    hint="give a model folder (config.json + weights, model.onnx, model.ort, "
-                    f"model.pte or model.pt2){earlier}.",
-                )
-            self.check_folder(path, spec)
-            entries.append(BenchEntry(path.name, path, found))
-        return entries
 
 
 def _format(folder: Path) -> str | None:
@@ -222,17 +197,12 @@ def _existing(folder: Path) -> tuple[Artifact | None, str | None]:
         return None, exc.message
 
 
-def _input_fingerprint(entry: StageInput | BenchEntry) -> str:
-    art = read_artifact(entry.path)
-    return sha256_json(art.manifest.files) if art is not None else model_fingerprint(entry.path)
-
 
 @dataclass
 class _Plan:
     """What a stage reads, and the hash of all of it."""
 
     input: StageInput | None
-    entries: list[BenchEntry]
     parents: dict[str, str]
     references: dict[str, StageInput]
     inputs_hash: str
@@ -241,15 +211,13 @@ class _Plan:
 def _plan(run: _Run, spec: StageSpec) -> _Plan:
     stage = STAGES[spec.type]
     stage_input = run.resolve_input(spec)
-    entries = run.bench_entries(spec) if spec.type == "bench" else []
-    parents = {stage_input.name: stage_input.fingerprint} if stage_input else {
-        e.name: run.done[e.name].fingerprint if e.name in run.done else _input_fingerprint(e)
-        for e in entries}
+    parents = {stage_input.name: stage_input.fingerprint} if stage_input else {}
+    stage.check(spec.config)  # settings that can only be checked against this machine (bench targets)
     references = {ref: run.resolve_reference(spec, ref)
                   for ref in stage.references(spec.config, run.done.keys())}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
     inputs_hash = _inputs_hash(run, spec.type, to_dict(spec.config), parents)
-    return _Plan(stage_input, entries, parents, references, inputs_hash)
+    return _Plan(stage_input, parents, references, inputs_hash)
 
 
 def _inputs_hash(run: _Run, stage_type: str, config: dict, parents: dict[str, str]) -> str:
@@ -285,7 +253,7 @@ def _unchanged(run: _Run, spec: StageSpec, plan: _Plan, existing: Artifact) -> b
 def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> StageContext:
     recipe = run.recipe
     return StageContext(spec.name, spec.config, plan.input, run.data, recipe.dataset.max_length,
-                        recipe.seed, out, work, run.progress, plan.entries, recipe.name,
+                        recipe.seed, out, work, run.progress, recipe.name,
                         {ref: r.path for ref, r in plan.references.items()})
 
 

@@ -78,9 +78,9 @@ def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
 
 
 def _named_artifacts(spec: StageSpec, seen: set[str]) -> list[str]:
-    """Stages or folders a config names: references (e.g. a recovery teacher), benched artifacts."""
-    named = STAGES[spec.type].references(spec.config, seen)
-    return named + list(getattr(spec.config, "artifacts", None) or [])
+    """Stages or folders a config names (e.g. a recovery teacher, benched artifacts)."""
+    refs = STAGES[spec.type].references
+    return list(refs(spec.config, seen)) if refs else []
 
 
 def _check_references(spec: StageSpec, index: int, seen: set[str], source: str, base_dir: Path) -> None:

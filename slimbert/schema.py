@@ -12,6 +12,7 @@ import difflib
 import re
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
@@ -46,6 +47,32 @@ def load_yaml(text: str) -> Any:
 
 def _where(source: str, path: str) -> str:
     return f"{source}: {path}" if path else source
+
+
+class SchemaError(RecipeError):
+    """A key or value that does not fit its config schema, knowing the key path it is at.
+
+    The message is rendered from the path, so a caller whose users wrote the config another
+    way (the CLI's ``--set epochs``, a Python keyword) names the key as they wrote it:
+    ``raise exc.renamed(name_key)``.
+    """
+
+    def __init__(self, source: str, path: str, render: Callable[[str, str], str], *,
+                 hint: str | None = None) -> None:
+        self.source, self.path, self._render = source, path, render
+        super().__init__(render(source, path), hint=hint)
+
+    def renamed(self, name_key: Callable[[str], str], source: str | None = None) -> SchemaError:
+        """The same error, its key path shown as ``name_key(path)`` (and from ``source``)."""
+        error = SchemaError(source or self.source, self.path,
+                            lambda src, path: self._render(src, name_key(path)), hint=self.hint)
+        error._render = self._render  # a later rename starts from the key path again
+        return error
+
+
+def _error(source: str, path: str, text: str, hint: str | None = None) -> SchemaError:
+    """"<source>: <path><text>", e.g. text " must be int, got 'three'."."""
+    return SchemaError(source, path, lambda src, key: f"{_where(src, key)}{text}", hint=hint)
 
 
 def _type_name(tp: Any) -> str:
@@ -87,27 +114,23 @@ def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
         shaped = [exc for option, exc in errors if _same_shape(value, option)]
         if len(shaped) == 1:  # a mapping meant as the one mapping option: its own error names the key
             raise shaped[0]
-        raise RecipeError(
-            f"{_where(source, path)} must be {_type_name(tp)}, got {value!r}.",
-            hint=errors[-1][1].hint if errors else None,
-        )
+        raise _error(source, path, f" must be {_type_name(tp)}, got {value!r}.",
+                     hint=errors[-1][1].hint if errors else None)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value in allowed:
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        raise RecipeError(
-            f"{_where(source, path)} is {value!r}; allowed: {', '.join(map(repr, allowed))}.",
-            hint=f"did you mean {close[0]!r}?" if close else None,
-        )
+        raise _error(source, path, f" is {value!r}; allowed: {', '.join(map(repr, allowed))}.",
+                     hint=f"did you mean {close[0]!r}?" if close else None)
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
-            raise RecipeError(f"{_where(source, path)} must be a list, got {value!r}.")
+            raise _error(source, path, f" must be a list, got {value!r}.")
         return [_coerce(v, item_tp, source, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise RecipeError(f"{_where(source, path)} must be a mapping, got {value!r}.")
+            raise _error(source, path, f" must be a mapping, got {value!r}.")
         _, val_tp = typing.get_args(tp)
         return {str(k): _coerce(v, val_tp, source, f"{path}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
@@ -128,7 +151,7 @@ def _coerce(value: Any, tp: Any, source: str, path: str) -> Any:
             return value
     elif isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise RecipeError(f"{_where(source, path)} must be {_type_name(tp)}, got {value!r}.")
+    raise _error(source, path, f" must be {_type_name(tp)}, got {value!r}.")
 
 
 def from_dict(cls: type[T], data: Any, *, source: str = "recipe", path: str = "") -> T:
@@ -136,16 +159,16 @@ def from_dict(cls: type[T], data: Any, *, source: str = "recipe", path: str = ""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RecipeError(f"{_where(source, path)} must be a mapping, got {data!r}.")
+        raise _error(source, path, f" must be a mapping, got {data!r}.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), list(fields), n=1)
-        where = f" in {path}" if path else ""
-        raise RecipeError(
-            f"{source}: unknown key {key!r}{where}. Valid keys: {', '.join(fields)}.",
+        raise SchemaError(
+            source, path, lambda src, at: f"{src}: unknown key {key!r}{f' in {at}' if at else ''}. "
+            f"Valid keys: {', '.join(fields)}.",
             hint=f"did you mean {close[0]!r}?" if close else "remove it or check the spelling.",
         )
     kwargs = {}
@@ -154,11 +177,11 @@ def from_dict(cls: type[T], data: Any, *, source: str = "recipe", path: str = ""
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], source, sub)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise RecipeError(f"{source}: missing required key {sub!r}.")
+            raise SchemaError(source, sub, lambda src, key: f"{src}: missing required key {key!r}.")
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ range checks
-        raise RecipeError(f"{_where(source, path)}: {exc}") from None
+        raise _error(source, path, f": {exc}") from None
 
 
 def field_defaults(cls: Any) -> dict[str, Any]:

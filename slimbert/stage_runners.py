@@ -9,6 +9,7 @@ must stay light too.
 from __future__ import annotations
 
 from collections.abc import Collection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -120,13 +121,31 @@ def run_export_executorch(ctx: StageContext) -> dict[str, Any]:
 
 def run_bench(ctx: StageContext) -> dict[str, Any]:
     from slimbert.artifacts import write_json_atomic
+    from slimbert.bench.config import BenchEntry
     from slimbert.bench.report import pareto_plot, render_html, render_markdown
-    from slimbert.bench.run import run_bench as measure
+    from slimbert.bench.run import bench_report
+    from slimbert.formats import detect
 
-    report = measure(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
-                     name=ctx.recipe_name, progress=ctx.progress)
-    write_json_atomic(ctx.out / "report.json", report)
+    # a row is named by the stage, "model", or a folder's own name; the engine checked each format
+    entries = [BenchEntry(Path(ref).name, path, "hf-model" if ref == "model" else detect(path))
+               for ref, path in ctx.references.items()]
+    report = bench_report(entries, ctx.data, ctx.config, max_length=ctx.max_length,
+                          name=ctx.recipe_name, progress=ctx.progress)
+    write_json_atomic(ctx.out / "report.json", report.to_dict())
     (ctx.out / "report.md").write_text(render_markdown(report))
-    plot = pareto_plot(report["rows"], ctx.out / "pareto.png")
+    plot = pareto_plot(report.rows, ctx.out / "pareto.png")
     (ctx.out / "report.html").write_text(render_html(report, plot))
-    return {"rows": len(report["rows"]), "unavailable": len(report["unavailable"])}
+    return {"rows": len(report.rows), "unavailable": len(report.unavailable)}
+
+
+def check_bench(cfg: Any) -> None:
+    """Named targets must exist; only then is the runtime registry (and torch) imported."""
+    if cfg.targets:
+        from slimbert.bench.run import check_targets
+
+        check_targets(cfg)
+
+
+def bench_references(cfg: Any, earlier: Collection[str]) -> list[str]:
+    # what to measure: the named stages, "model" and folders, else every earlier model stage
+    return list(cfg.artifacts) if cfg.artifacts is not None else list(earlier)

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from slimbert.bench.config import BenchEntry
     from slimbert.data import TextClassificationData
 
-from slimbert.formats import MODEL_FORMATS  # noqa: F401  (the formats that hold a model)
+from slimbert.formats import MODEL_FORMATS
 
 
 def load_object(ref: str) -> Any:
@@ -58,7 +57,6 @@ class StageContext:
     out: Path  # temporary artifact folder to write into
     work: Path  # resumable scratch space (checkpoints, cached logits)
     progress: bool
-    bench_entries: list[BenchEntry]  # for the bench stage: what to measure
     recipe_name: str
     # other artifacts the config names (e.g. prune's recovery teacher): reference -> folder
     references: dict[str, Path] = field(default_factory=dict)
@@ -75,6 +73,8 @@ class StageType:
     # "module:function": (config, names of the earlier model stages) -> names of further
     # inputs the config refers to (earlier stages or model folders); no torch either
     referrer: str | None = None
+    reference_kinds: tuple[str, ...] = ("hf-model",)  # what a referenced model folder may hold
+    checker: str | None = None  # "module:function" raising on settings this machine cannot run
     # runs on every process of a multi-process launch (DDP); other stages run on the main one
     trains: bool = False
 
@@ -85,6 +85,11 @@ class StageType:
     def run(self, ctx: StageContext) -> dict[str, Any]:
         """Run the stage: only now are its libraries (torch, ONNX Runtime, ...) imported."""
         return load_object(self.runner)(ctx)
+
+    def check(self, config: Any) -> None:
+        """Refuse settings only this machine can judge (a bench target no runtime has)."""
+        if self.checker:
+            load_object(self.checker)(config)
 
     def references(self, config: Any, earlier: Collection[str]) -> list[str]:
         """Further artifacts ``config`` names (e.g. prune's recovery teacher)."""
@@ -133,7 +138,9 @@ STAGES: dict[str, StageType] = {
                   "package an (unfused) ONNX graph for TensorRT with its trtexec build command; "
                   "build the engine here when TensorRT and a GPU exist"),
         StageType("bench", "slimbert.bench.config:BenchConfig", None, "report", f"{_RUNNERS}:run_bench",
-                  "measure accuracy, latency and size of artifacts on every target"),
+                  "measure accuracy, latency and size of artifacts on every target",
+                  referrer=f"{_RUNNERS}:bench_references", reference_kinds=MODEL_FORMATS,
+                  checker=f"{_RUNNERS}:check_bench"),
     )
 }
 

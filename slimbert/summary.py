@@ -55,3 +55,21 @@ def stage_headline(artifact: Artifact) -> tuple[str, str | None]:
         warning = (f"{artifact.name} lost {drop:.1f} points of accuracy; check its settings "
                    f"({artifact.path / 'manifest.json'} has the details).")
     return ", ".join(parts), warning
+
+
+def render_run(result: Any) -> tuple[str, list[str]]:
+    """What a finished run says on the terminal: its folder, one line per stage (status,
+    seconds, artifact) with the stage's headline under it, then the bench report if it has
+    one; and the warnings about stages that lost a lot of accuracy."""
+    lines, warnings = ["", f"run folder: {result.out_dir}"], []
+    width = max([16, *(len(s.name) for s in result.stages)])
+    for stage in result.stages:
+        lines.append(f"  {stage.name:<{width}} {stage.type:<18} {stage.status:<7} {stage.seconds:7.1f}s  "
+                     f"{stage.artifact.path}")
+        headline, warning = stage_headline(stage.artifact)
+        if headline:
+            lines.append(f"  {'':<{width}} {headline}")
+        warnings += [warning] if warning else []
+    if result.report_path is not None:
+        lines += ["", result.report_path.read_text()]
+    return "\n".join(lines), warnings

@@ -217,7 +217,7 @@ def test_export_ort_mobile_format(tmp_path, tiny_classifier, sentiment_csv):
 
 
 def test_set_reads_values_as_a_recipe_does():
-    from slimbert.cli import _parse_sets
+    from slimbert.cli_options import parse_sets as _parse_sets
 
     assert _parse_sets(("scope=2:4", "layers=[0,3]", "lr=5e-5", "epochs=2")) == {
         "scope": "2:4", "layers": [0, 3], "lr": "5e-5", "epochs": 2}
@@ -232,3 +232,30 @@ def test_a_dry_run_names_a_reused_file_that_no_longer_matches(tmp_path, tiny_cla
     result = invoke("run", recipe, "--out", tmp_path / "run", "--dry-run")
     assert result.exit_code == 0, result.output
     assert "run    (onnx/model.onnx does not match its recorded sha256)" in result.output
+
+
+def test_compress_stages_come_from_the_registry_qat_included(tmp_path, tiny_classifier, sentiment_csv):
+    from slimbert.adhoc import compress_stages
+
+    assert set(compress_stages()) == {"finetune", "distill", "prune", "quantize-torch", "qat"}
+    help_text = CliRunner().invoke(main, ["compress", "--help"]).output
+    assert "qat" in help_text and "export-onnx" not in help_text
+    wrong = invoke("compress", "--stage", "export-onnx", "--model", tiny_classifier)
+    assert_clean_error(wrong, "'export-onnx'")
+    result = invoke("compress", "--stage", "qat", "--model", tiny_classifier, "--dataset", sentiment_csv,
+                    "--max-length", 32, "--set", "epochs=1", "--set", "batch_size=16", "--set", "patience=0",
+                    "--set", "calibration_batches=2", "--out", tmp_path / "c")
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "c" / "qat" / "manifest.json").read_text())
+    assert manifest["stage_type"] == "qat" and manifest["kind"] == "onnx"
+    assert (tmp_path / "c" / "qat" / "model.onnx").is_file()
+
+
+def test_settings_errors_name_the_option_typed():
+    from slimbert.cli_options import option_name
+
+    assert option_name("stages[0] (prune).recovery.epochs") == "--set recovery.epochs"
+    assert option_name("stages[0] (prune)") == "the --set options"
+    assert option_name("dataset.max_length") == "--max-length"
+    assert option_name("dataset.source") == "--dataset"
+    assert option_name("seed") == "--seed"

@@ -60,6 +60,32 @@ def test_every_stage_runs_and_writes_manifests_and_reports(first_run):
     assert all(a.verify() == [] for a in (s.artifact for s in result.stages))
 
 
+def test_bench_rows_carry_the_content_hash_of_the_stage_they_measured(first_run):
+    """Bench reads its artifacts through the reference hook: its parents are the earlier model
+    stages, hashed as before, and each row names the content hash of the model it measured."""
+    from slimbert.bench.report import load_report
+
+    out, result = first_run
+    report = load_report(out / "report.json")
+    parents = result.artifact("bench").manifest.parents
+    assert parents.keys() == {"teacher", "student", "student-onnx", "student-int8"}
+    for row in report.rows:
+        files = result.artifact(row.artifact).manifest.files
+        assert row.fingerprint == sha256_json(files) == parents[row.artifact]
+        assert row.speedup_b1 == report.speedup(row)
+
+
+def test_a_bench_of_a_folder_without_a_model_is_a_recipe_error(tiny_encoder, sentiment_csv, tmp_path):
+    from slimbert.errors import RecipeError
+    from slimbert.pipeline import plan_recipe
+
+    (tmp_path / "empty").mkdir()
+    recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, [
+        {**BENCH, "reference": None, "artifacts": [str(tmp_path / "empty")]}]))
+    with pytest.raises(RecipeError, match="nor a model folder .a folder without a model."):
+        plan_recipe(recipe, tmp_path / "out")
+
+
 def test_rerun_reuses_everything(first_run, tiny_encoder, sentiment_csv):
     out, _ = first_run
     recipe = recipe_from_dict(tiny_recipe(tiny_encoder, sentiment_csv, full_stages()))

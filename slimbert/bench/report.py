@@ -1,50 +1,188 @@
-"""Bench results as JSON, a Markdown table and a latency-vs-accuracy plot."""
+"""Bench results: the typed report (``BenchReport``/``BenchRow``), its JSON, a Markdown
+table, an HTML page and a latency-vs-accuracy plot.
+
+Every reader of a bench report (bench itself, the gate, deploy's device rows, the
+benchmark scripts) goes through these types, so that "p50 at the smallest batch", the
+speed-up over the reference and the lookup of a row by artifact and target exist once.
+The JSON on disk is ``BenchReport.to_dict()``; keys this version does not know are kept.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from slimbert.errors import SlimbertError
 
 
-def read_report(path: Path, error: type[SlimbertError], hint: str,
-                required: tuple[str, ...] = ("rows",)) -> dict[str, Any]:
-    """A bench report.json, or ``error`` (the caller's SlimbertError) saying what is wrong."""
+@dataclass
+class BenchRow:
+    """One artifact measured on one target (runtime), as a row of the report."""
+
+    artifact: str
+    target: str
+    path: str | None = None
+    kind: str | None = None
+    device: str | None = None
+    threads: int | None = None
+    accuracy: dict[str, Any] | None = None  # classification_metrics of the split; None: not measured
+    latency: list[dict[str, Any]] = field(default_factory=list)  # LatencyStats per batch size
+    seq_len_sweep: list[dict[str, Any]] = field(default_factory=list)
+    size_mb: float | None = None
+    predictions: list[int] | None = None  # per example, in split order: what the gate pairs
+    rss_delta_mb: float | None = None
+    gpu_peak_mb: float | None = None
+    setup_seconds: dict[str, float] | None = None  # graph-captured runtimes: capture time per bucket
+    retention: float | None = None  # accuracy relative to the reference row
+    speedup_b1: float | None = None  # p50 at the smallest batch size, the reference's over this one's
+    # sha256 content fingerprint of the artifact's files (models.content_fingerprint): lets the gate
+    # and deploy check that the model they see is the one measured here
+    fingerprint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # other keys (a device row's bundle_id...)
+
+    @property
+    def label(self) -> str:
+        return f"{self.artifact} on {self.target}"
+
+    def latency_at(self, batch: int) -> dict[str, Any]:
+        """The latency entry measured at ``batch`` ({} when that batch size was not timed)."""
+        return next((s for s in self.latency if s.get("batch_size") == batch), {})
+
+    def p50(self, batch: int) -> float | None:
+        """Median latency in ms at ``batch``; None when not measured (or not a positive number)."""
+        value = self.latency_at(batch).get("p50_ms")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+        return float(value) if ok else None
+
+    def speedup(self, reference: BenchRow, batch: int) -> float | None:
+        """How many times faster than ``reference`` at ``batch`` (p50 over p50); None if unknown."""
+        own, ref = self.p50(batch), reference.p50(batch)
+        return ref / own if ref and own else None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**row, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchRow:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        row = cls(artifact=data.get("artifact"), target=data.get("target"),
+                  **{k: v for k, v in data.items() if k in known - {"artifact", "target"}})
+        row.extra = {k: v for k, v in data.items() if k not in known}
+        return row
+
+
+@dataclass
+class BenchReport:
+    """A bench run: its settings, data, machine, rows and the targets it could not run."""
+
+    name: str = ""
+    reference: str | None = None  # artifact whose row the relative columns compare to
+    config: dict[str, Any] = field(default_factory=dict)  # the BenchConfig, as a mapping
+    dataset: dict[str, Any] = field(default_factory=dict)  # source, fingerprint, split, examples
+    labels: list[int] | None = None  # the split's labels, once for all rows (the gate pairs on them)
+    environment: dict[str, Any] = field(default_factory=dict)
+    rows: list[BenchRow] = field(default_factory=list)
+    unavailable: list[dict[str, Any]] = field(default_factory=list)  # artifact, target, reason
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def smallest_batch(self) -> int:
+        """The batch size the speed-up column compares at (1 in the default settings)."""
+        return min(self.config.get("batch_sizes") or [1])
+
+    def find(self, artifact: str | None = None, target: str | None = None) -> list[BenchRow]:
+        """The rows of ``artifact`` on ``target``; None matches any."""
+        return [r for r in self.rows if artifact in (None, r.artifact) and target in (None, r.target)]
+
+    def row(self, artifact: str | None = None, target: str | None = None) -> BenchRow | None:
+        """The one row of ``artifact`` on ``target``; None when there is none or more than one."""
+        matches = self.find(artifact, target)
+        return matches[0] if len(matches) == 1 else None
+
+    @property
+    def reference_row(self) -> BenchRow | None:
+        return next((r for r in self.rows if r.artifact == self.reference), None)
+
+    def speedup(self, row: BenchRow) -> float | None:
+        """``row``'s speed-up over the reference row at the smallest batch size."""
+        ref = self.reference_row
+        return row.speedup(ref, self.smallest_batch) if ref is not None else None
+
+    def replace_rows(self, rows: list[BenchRow]) -> None:
+        """Add ``rows``; each replaces an old row of the same artifact and target."""
+        keys = {(r.artifact, r.target) for r in rows}
+        self.rows = [r for r in self.rows if (r.artifact, r.target) not in keys] + list(rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        out["rows"] = [r.to_dict() for r in self.rows]
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchReport:
+        known = {f.name for f in fields(cls)} - {"extra"}
+        report = cls(**{k: v for k, v in data.items() if k in known - {"rows"}})
+        report.rows = [BenchRow.from_dict(r) for r in data.get("rows") or []]
+        report.extra = {k: v for k, v in data.items() if k not in known}
+        return report
+
+
+def as_report(report: BenchReport | dict[str, Any]) -> BenchReport:
+    """``report`` as a BenchReport (the renderers and the gate also take the JSON's mapping)."""
+    return report if isinstance(report, BenchReport) else BenchReport.from_dict(report)
+
+
+def as_row(row: BenchRow | dict[str, Any]) -> BenchRow:
+    return row if isinstance(row, BenchRow) else BenchRow.from_dict(row)
+
+
+def load_report(path: Path, error: type[SlimbertError] = SlimbertError,
+                hint: str = "give the report.json a bench stage writes (<run folder>/report.json).",
+                required: tuple[str, ...] = ("rows",)) -> BenchReport:
+    """The bench report at ``path``, or ``error`` (the caller's SlimbertError) saying what is wrong.
+
+    ``required`` are the keys the caller cannot do without (the gate: the dataset; deploy:
+    the config); a mapping-valued one that is not a mapping is refused too.
+    """
     try:
-        report = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise error(f"cannot read bench report {path}: {exc}", hint=hint) from exc
     except json.JSONDecodeError as exc:
         raise error(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}).", hint=hint) from exc
-    if not isinstance(report, dict) or not isinstance(report.get("rows"), list) or any(
-            key not in report for key in required):
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or any(
+            key not in data for key in required):
         raise error(f"{path} is not a bench report: it lacks {' and '.join(map(repr, required))}.",
                     hint=hint)
-    return report
+    for key in ("config", "dataset", "environment"):
+        if key in data and not isinstance(data[key], dict):
+            raise error(f"{path} is not a bench report: its {key!r} is not a mapping.", hint=hint)
+    if not all(isinstance(r, dict) for r in data["rows"]):
+        raise error(f"{path} is not a bench report: its rows are not mappings.", hint=hint)
+    return BenchReport.from_dict(data)
 
 
 def _fmt(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def markdown_table(rows: list[dict[str, Any]], batch_sizes: list[int], seq_len: int) -> str:
+def markdown_table(rows: list[BenchRow] | list[dict[str, Any]], batch_sizes: list[int], seq_len: int) -> str:
     head = ["artifact", "target", "accuracy", "macro-F1", "vs ref"]
     for b in batch_sizes:
         head += [f"p50 ms b{b}", f"p90 ms b{b}", f"p99 ms b{b}"]
     head += [f"throughput/s b{max(batch_sizes)}", "threads", "size MB", "speed-up b1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        acc = row.get("accuracy") or {}
-        cells = [row["artifact"], row["target"], _fmt(acc.get("accuracy"), ".2%"),
-                 _fmt(acc.get("macro_f1"), ".4f"), _fmt(row.get("retention"), ".2%")]
-        lat = {s["batch_size"]: s for s in row.get("latency", [])}
+    for row in map(as_row, rows):
+        acc = row.accuracy or {}
+        cells = [row.artifact, row.target, _fmt(acc.get("accuracy"), ".2%"),
+                 _fmt(acc.get("macro_f1"), ".4f"), _fmt(row.retention, ".2%")]
         for b in batch_sizes:
-            cells += [_fmt(lat.get(b, {}).get(key), ".2f") for key in ("p50_ms", "p90_ms", "p99_ms")]
-        cells += [_fmt(lat.get(max(batch_sizes), {}).get("throughput"), ".0f"), _fmt(row.get("threads"), ""),
-                  _fmt(row.get("size_mb"), ".1f"), _fmt(row.get("speedup_b1"), ".2f") + "x"
-                  if row.get("speedup_b1") else "—"]
+            cells += [_fmt(row.latency_at(b).get(key), ".2f") for key in ("p50_ms", "p90_ms", "p99_ms")]
+        cells += [_fmt(row.latency_at(max(batch_sizes)).get("throughput"), ".0f"), _fmt(row.threads, ""),
+                  _fmt(row.size_mb, ".1f"), _fmt(row.speedup_b1, ".2f") + "x" if row.speedup_b1 else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Latency on full-length inputs of {seq_len} tokens; accuracy on the real "
@@ -54,31 +192,31 @@ def markdown_table(rows: list[dict[str, Any]], batch_sizes: list[int], seq_len: 
     return "\n".join(lines)
 
 
-def render_markdown(report: dict[str, Any]) -> str:
-    cfg = report["config"]
-    env = report["environment"]
-    out = [f"# slimbert benchmark: {report['name']}", "",
-           f"Dataset {report['dataset']['source']!s}, split `{cfg['split']}` "
-           f"({report['dataset']['examples']} examples). Machine: {env['cpu']}, "
-           f"{env['threads']} threads. Reference row: `{report['reference']}`.", "",
-           markdown_table(report["rows"], cfg["batch_sizes"], cfg["seq_len"])]
-    sweep_rows = [r for r in report["rows"] if r.get("seq_len_sweep")]
+def render_markdown(report: BenchReport | dict[str, Any]) -> str:
+    report = as_report(report)
+    cfg, env, dataset = report.config, report.environment, report.dataset
+    out = [f"# slimbert benchmark: {report.name}", "",
+           f"Dataset {dataset['source']!s}, split `{cfg['split']}` "
+           f"({dataset['examples']} examples). Machine: {env['cpu']}, "
+           f"{env['threads']} threads. Reference row: `{report.reference}`.", "",
+           markdown_table(report.rows, cfg["batch_sizes"], cfg["seq_len"])]
+    sweep_rows = [r for r in report.rows if r.seq_len_sweep]
     if sweep_rows:
-        lengths = [s["seq_len"] for s in sweep_rows[0]["seq_len_sweep"]]
-        batch = sweep_rows[0]["seq_len_sweep"][0]["batch_size"]
+        lengths = [s["seq_len"] for s in sweep_rows[0].seq_len_sweep]
+        batch = sweep_rows[0].seq_len_sweep[0]["batch_size"]
         out += ["", f"Throughput (sequences/s) and p50 ms over sequence lengths, batch {batch}:", "",
                 "| artifact | target | " + " | ".join(f"len {n}" for n in lengths) + " |",
                 "|---|---|" + "---|" * len(lengths)]
         for row in sweep_rows:
-            cells = [f"{s['throughput']:.0f}/s, {s['p50_ms']:.1f} ms" for s in row["seq_len_sweep"]]
-            out.append(f"| {row['artifact']} | {row['target']} | " + " | ".join(cells) + " |")
-    if report.get("unavailable"):
+            cells = [f"{s['throughput']:.0f}/s, {s['p50_ms']:.1f} ms" for s in row.seq_len_sweep]
+            out.append(f"| {row.artifact} | {row.target} | " + " | ".join(cells) + " |")
+    if report.unavailable:
         out += ["", "Targets not measured here:", ""]
-        out += [f"- `{t['artifact']}` on `{t['target']}`: {t['reason']}" for t in report["unavailable"]]
+        out += [f"- `{t['artifact']}` on `{t['target']}`: {t['reason']}" for t in report.unavailable]
     return "\n".join(out) + "\n"
 
 
-def pareto_plot(rows: list[dict[str, Any]], path: Path, batch_size: int = 1) -> Path | None:
+def pareto_plot(rows: list[BenchRow] | list[dict[str, Any]], path: Path, batch_size: int = 1) -> Path | None:
     """Latency (x, log) against accuracy (y), one point per artifact/target."""
     import matplotlib
 
@@ -86,11 +224,10 @@ def pareto_plot(rows: list[dict[str, Any]], path: Path, batch_size: int = 1) -> 
     import matplotlib.pyplot as plt
 
     points = []
-    for row in rows:
-        lat = {s["batch_size"]: s for s in row.get("latency", [])}
-        if batch_size in lat and row.get("accuracy"):
-            points.append((lat[batch_size]["p50_ms"], row["accuracy"]["accuracy"] * 100,
-                           f"{row['artifact']} ({row['target']})"))
+    for row in map(as_row, rows):
+        p50 = row.p50(batch_size)
+        if p50 is not None and row.accuracy:
+            points.append((p50, row.accuracy["accuracy"] * 100, f"{row.artifact} ({row.target})"))
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -148,11 +285,12 @@ def _markdown_table_to_html(markdown: str) -> str:
     return "\n".join(out)
 
 
-def render_html(report: dict[str, Any], plot: Path | None = None) -> str:
+def render_html(report: BenchReport | dict[str, Any], plot: Path | None = None) -> str:
     """One self-contained HTML page: the Markdown report's content and the plot inlined as base64."""
     import base64
     import html
 
+    report = as_report(report)
     body = _markdown_table_to_html(render_markdown(report))
     if plot is not None and Path(plot).is_file():
         data = base64.b64encode(Path(plot).read_bytes()).decode("ascii")
@@ -160,5 +298,5 @@ def render_html(report: dict[str, Any], plot: Path | None = None) -> str:
     style = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:80em}"
              "table{border-collapse:collapse;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em;"
              "text-align:right}td:first-child,td:nth-child(2),th{text-align:left}img{max-width:100%}")
-    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(report['name'])}"
+    return (f"<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(report.name)}"
             f"</title><style>{style}</style></head><body>\n{body}\n</body></html>\n")

@@ -10,6 +10,7 @@ from typing import Any
 
 from slimbert.bench.config import BenchConfig, BenchEntry
 from slimbert.bench.latency import measure_latency, synthetic_batch
+from slimbert.bench.report import BenchReport, BenchRow
 from slimbert.data import TextClassificationData, classification_metrics, encode_split
 from slimbert.errors import SlimbertError
 from slimbert.formats import model_size_bytes
@@ -114,8 +115,14 @@ def check_targets(cfg: BenchConfig) -> None:
 
 def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
               max_length: int, name: str = "bench", progress: bool = True) -> dict[str, Any]:
-    """Benchmark ``entries``; returns the report dict (rows, config, environment)."""
-    from slimbert.models import load_tokenizer, max_positions
+    """Benchmark ``entries``; returns the report as its JSON mapping (``bench_report`` gives it typed)."""
+    return bench_report(entries, data, cfg, max_length=max_length, name=name, progress=progress).to_dict()
+
+
+def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
+                 max_length: int, name: str = "bench", progress: bool = True) -> BenchReport:
+    """Benchmark ``entries`` on every target: the report (rows, config, data, environment)."""
+    from slimbert.models import content_fingerprint, load_tokenizer, max_positions
 
     threads = cfg.threads or os.cpu_count() or 1
     check_targets(cfg)
@@ -146,10 +153,13 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
         raise SlimbertError("nothing to benchmark: no artifact has an available target.",
                             hint="`slimbert bench --list-targets` shows what runs here.")
 
-    rows = []
+    rows: list[BenchRow] = []
+    fingerprints: dict[str, str] = {}  # the content hash of each artifact, once
     bar = progress_bar(plan, enabled=progress, desc="bench")
     for entry, runtime in bar:
         bar.set_postfix_str(f"{entry.name} on {runtime.name}")
+        if entry.name not in fingerprints:
+            fingerprints[entry.name] = content_fingerprint(entry.path)
         tokenizer = load_tokenizer(entry.path)
         enc = encode_split(tokenizer, split, max_length)
         rss_before = _rss_mb()
@@ -175,37 +185,30 @@ def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: Benc
                                     max_iters=cfg.max_iters, budget_s=cfg.budget_s)
             sweep.append(stats.__dict__)
         rss_after = _rss_mb()
-        rows.append({
-            "artifact": entry.name, "path": str(entry.path), "kind": entry.kind,
-            "target": runtime.name, "device": runtime.device, "threads": row_threads, "accuracy": accuracy,
-            "latency": latency, "seq_len_sweep": sweep, "size_mb": round(_size_mb(entry), 2),
+        rows.append(BenchRow(
+            artifact=entry.name, path=str(entry.path), kind=entry.kind, target=runtime.name,
+            device=runtime.device, threads=row_threads, accuracy=accuracy, latency=latency,
+            seq_len_sweep=sweep, size_mb=round(_size_mb(entry), 2),
             # per-example predictions, in split order: what a paired comparison needs
-            "predictions": logits.argmax(-1).astype(int).tolist(),
-            "rss_delta_mb": round(rss_after - rss_before, 1) if rss_before is not None else None,
-            "gpu_peak_mb": _gpu_peak_mb() if runtime.device == "cuda" else None,
+            predictions=logits.argmax(-1).astype(int).tolist(),
+            rss_delta_mb=round(rss_after - rss_before, 1) if rss_before is not None else None,
+            gpu_peak_mb=_gpu_peak_mb() if runtime.device == "cuda" else None,
+            fingerprint=fingerprints[entry.name],
             # graph-captured runtimes: compile + warm-up + capture per shape bucket, kept out of latency
-            "setup_seconds": dict(getattr(session, "setup_seconds", {})) or None,
-        })
+            setup_seconds=dict(getattr(session, "setup_seconds", {})) or None,
+        ))
         del session
-    reference = cfg.reference or rows[0]["artifact"]
-    ref_row = next((r for r in rows if r["artifact"] == reference), None)
-    if ref_row is None:
-        raise SlimbertError(f"bench reference {reference!r} is not among the benchmarked artifacts.")
-    ref_b1 = {s["batch_size"]: s["p50_ms"] for s in ref_row["latency"]}.get(min(cfg.batch_sizes))
-    ref_accuracy = ref_row["accuracy"]["accuracy"]
-    for row in rows:
-        row["retention"] = row["accuracy"]["accuracy"] / ref_accuracy if ref_accuracy > 0 else None
-        own = {s["batch_size"]: s["p50_ms"] for s in row["latency"]}.get(min(cfg.batch_sizes))
-        row["speedup_b1"] = ref_b1 / own if ref_b1 and own else None
-    return {
-        "name": name,
-        "reference": reference,
-        "config": cfg.__dict__,
-        "dataset": {"source": data.info.get("source"), "fingerprint": data.fingerprint,
-                    "split": cfg.split, "examples": len(split)},
+    report = BenchReport(
+        name=name, reference=cfg.reference or rows[0].artifact, config=cfg.__dict__,
+        dataset={"source": data.info.get("source"), "fingerprint": data.fingerprint,
+                 "split": cfg.split, "examples": len(split)},
         # the split's labels, once for all rows: lets `slimbert gate` pair predictions
-        "labels": split.labels.tolist(),
-        "environment": environment(threads),
-        "rows": rows,
-        "unavailable": unavailable,
-    }
+        labels=split.labels.tolist(), environment=environment(threads), rows=rows, unavailable=unavailable)
+    ref_row = report.reference_row
+    if ref_row is None:
+        raise SlimbertError(f"bench reference {report.reference!r} is not among the benchmarked artifacts.")
+    ref_accuracy = ref_row.accuracy["accuracy"]
+    for row in rows:
+        row.retention = row.accuracy["accuracy"] / ref_accuracy if ref_accuracy > 0 else None
+        row.speedup_b1 = report.speedup(row)
+    return report

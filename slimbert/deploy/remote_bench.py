@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from slimbert.artifacts import MANIFEST, write_json_atomic
+from slimbert.bench.report import BenchReport, BenchRow, load_report
 from slimbert.deploy.devices import Device
 from slimbert.deploy.install import python_command, remote_root
 from slimbert.deploy.transports import Transport, connected
@@ -104,11 +105,9 @@ def remote_bench(device: Device, cfg: RemoteBenchConfig | None = None,
     return bench_row(device, result, root)
 
 
-def load_report(path: Path) -> dict[str, Any]:
+def writable_report(path: Path) -> BenchReport:
     """A bench report.json that deploy may add rows to."""
-    from slimbert.bench.report import read_report
-
-    report = read_report(path, DeployError, _REPORT_HINT, required=("rows", "config"))
+    report = load_report(path, DeployError, _REPORT_HINT, required=("rows", "config"))
     manifest = Path(path).parent / MANIFEST
     if manifest.is_file() and Path(path).name in json.loads(manifest.read_text()).get("files", {}):
         raise DeployError(f"{path} belongs to the bench stage's artifact; editing it would break its "
@@ -118,13 +117,13 @@ def load_report(path: Path) -> dict[str, Any]:
     return report
 
 
-def _remote_notes(rows: list[dict[str, Any]]) -> str:
-    remote = [r for r in rows if r.get("bundle_id") and r.get("platform")]
+def _remote_notes(rows: list[BenchRow]) -> str:
+    remote = [r for r in rows if r.extra.get("bundle_id") and r.extra.get("platform")]
     if not remote:
         return ""
     lines = ["", "Measured on devices (slimbert deploy --bench; accuracy is not measured there):", ""]
-    lines += [f"- `{r['target']}`: bundle {r['bundle_id']}, {r['platform']}, onnxruntime "
-              f"{r.get('onnxruntime')}, threads {r.get('threads') or 'all'}" for r in remote]
+    lines += [f"- `{r.target}`: bundle {r.extra['bundle_id']}, {r.extra['platform']}, onnxruntime "
+              f"{r.extra.get('onnxruntime')}, threads {r.threads or 'all'}" for r in remote]
     return "\n".join(lines) + "\n"
 
 
@@ -138,23 +137,19 @@ def append_rows(report_path: Path, rows: list[dict[str, Any]]) -> Path:
     from slimbert.bench.report import render_markdown
 
     report_path = Path(report_path)
-    report = load_report(report_path)
-    seq_len = report["config"].get("seq_len")
-    for row in rows:
-        lengths = {s["seq_len"] for s in row["latency"]}
+    report = writable_report(report_path)
+    seq_len = report.config.get("seq_len")
+    new = [BenchRow.from_dict(row) for row in rows]
+    for row in new:
+        lengths = {s["seq_len"] for s in row.latency}
         if seq_len is not None and lengths != {seq_len}:
             raise DeployError(f"the device was timed at sequence length {sorted(lengths)}, the report at "
                               f"{seq_len}; their latencies do not compare.",
                               hint=f"bench again with --seq-len {seq_len}.")
-    keys = {(r["artifact"], r["target"]) for r in rows}
-    report["rows"] = [r for r in report["rows"] if (r.get("artifact"), r.get("target")) not in keys] + rows
-    batch_sizes = report["config"].get("batch_sizes") or [1]
-    ref = next((r for r in report["rows"] if r.get("artifact") == report.get("reference")), None)
-    ref_b1 = {s["batch_size"]: s["p50_ms"] for s in (ref or {}).get("latency", [])}.get(min(batch_sizes))
-    for row in rows:
-        own = {s["batch_size"]: s["p50_ms"] for s in row["latency"]}.get(min(batch_sizes))
-        row["speedup_b1"] = ref_b1 / own if ref_b1 and own else None
-    write_json_atomic(report_path, report)
+    report.replace_rows(new)
+    for row in new:
+        row.speedup_b1 = report.speedup(row)
+    write_json_atomic(report_path, report.to_dict())
     markdown_path = report_path.with_name("report.md")
-    write_text_atomic(markdown_path, render_markdown(report) + _remote_notes(report["rows"]))
+    write_text_atomic(markdown_path, render_markdown(report) + _remote_notes(report.rows))
     return markdown_path

@@ -1,0 +1,122 @@
+"""Deploy as one call: bundle an artifact, install it on a device, optionally time it there.
+
+`slimbert deploy` and ``slimbert.deploy_model`` both run this, so every setting is checked
+before minutes of uploading, and a device row joins a bench report the same way.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slimbert.deploy.devices import Device, get_device
+from slimbert.deploy.install import DeviceStatus, InstallResult
+from slimbert.deploy.remote_bench import RemoteBenchConfig
+from slimbert.errors import DeployError
+
+
+@dataclass
+class DeployResult:
+    """What a deploy did: the bundle, its installation and, with a bench, the device's row."""
+
+    device: Device
+    bundle: dict[str, Any]  # bundle.json: bundle_id, artifact, files, labels
+    install: InstallResult
+    row: dict[str, Any] | None = None  # the device's bench row
+    markdown: Path | None = None  # the re-rendered report.md the row joined
+
+
+def remote_bench_config(report: Path | str | None = None, batch_sizes: list[int] | None = None,
+                        seq_len: int | None = None, threads: int | None = None) -> RemoteBenchConfig:
+    """Bench settings; by default those of the report the row joins, so the columns line up."""
+    from slimbert.deploy.remote_bench import writable_report
+
+    report_config = writable_report(Path(report)).config if report is not None else {}
+    try:
+        sizes = batch_sizes or report_config.get("batch_sizes") or [1, 8]
+        return RemoteBenchConfig(batch_sizes=sizes, seq_len=seq_len or report_config.get("seq_len") or 128,
+                                 threads=threads)
+    except ValueError as exc:
+        raise DeployError(f"--batch-sizes/--seq-len/--threads: {exc}") from exc
+
+
+def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchConfig | None = None,
+                    report: Path | str | None = None) -> DeployResult:
+    """Install ``artifact`` on ``device``; with ``bench``, time it there (and add the row to ``report``)."""
+    from slimbert.deploy.bundle import make_bundle, read_bundle
+    from slimbert.deploy.install import install
+    from slimbert.deploy.remote_bench import append_rows, remote_bench
+    from slimbert.deploy.transports import open_transport
+
+    if report is not None and bench is None:
+        raise DeployError("a report takes the device's bench row: bench to add one.")
+    with tempfile.TemporaryDirectory(prefix="slimbert-bundle-") as tmp, open_transport(device) as transport:
+        bundle_dir = make_bundle(Path(artifact), Path(tmp))
+        result = DeployResult(device, read_bundle(bundle_dir), install(bundle_dir, device, transport))
+        if bench is not None:
+            result.row = remote_bench(device, bench, transport)
+    if report is not None:
+        result.markdown = append_rows(Path(report), [result.row])
+    return result
+
+
+def deploy_model(artifact: Path | str, device: str, devices: Path | str = "devices.yaml", *,
+                 bench: bool = False, report: Path | str | None = None, batch_sizes: list[int] | None = None,
+                 seq_len: int | None = None, threads: int | None = None) -> DeployResult:
+    """Deploy ``artifact`` to the device named ``device`` in the inventory ``devices``, as
+    `slimbert deploy ARTIFACT --device NAME` does; ``bench`` times it there."""
+    if (report or batch_sizes or seq_len or threads) and not bench:
+        raise DeployError("--report, --batch-sizes, --seq-len and --threads go with --bench (bench=True).")
+    target = get_device(Path(devices), device)
+    # everything that can be wrong with the settings fails here, before minutes of uploading
+    cfg = remote_bench_config(report, batch_sizes, seq_len, threads) if bench else None
+    return deploy_artifact(artifact, target, bench=cfg, report=report)
+
+
+def device_status(device: str, devices: Path | str = "devices.yaml") -> tuple[Device, DeviceStatus]:
+    """The live and the previous bundle on the device named ``device``."""
+    from slimbert.deploy.install import status
+
+    target = get_device(Path(devices), device)
+    return target, status(target)
+
+
+def rollback_device(device: str, devices: Path | str = "devices.yaml") -> tuple[Device, DeviceStatus]:
+    """Make the previous bundle live again on the device named ``device`` (a second time: undo)."""
+    from slimbert.deploy.install import rollback
+
+    target = get_device(Path(devices), device)
+    return target, rollback(target)
+
+
+def render_deploy(result: DeployResult) -> str:
+    """What a deploy did, as `slimbert deploy` prints it: bundle, install, runtime, rollback
+    point, and the device's latencies when it benched."""
+    device, info, installed = result.device, result.bundle, result.install
+    how = "already there, verified" if installed.reused else "uploaded and verified"
+    undo = f"  (undo: slimbert deploy --device {device.name} --rollback)" if installed.previous else ""
+    lines = [f"bundle {info['bundle_id']}: {info['artifact']} ({len(info['files'])} files, "
+             f"labels: {', '.join(info['labels']) or '—'})",
+             f"installed on {device.name} ({device.address}): {installed.path} ({how})",
+             f"runtime:  {', '.join(f'{k} {v}' for k, v in installed.runtime.items())}",
+             f"previous: {installed.previous or 'none'}{undo}"]
+    row = result.row
+    if row is not None:
+        lines += [f"latency on {row['target']} ({row.get('platform')}, "
+                  f"onnxruntime {row.get('onnxruntime')}):",
+                  f"  {'batch':>5} {'seq':>5} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} {'examples/s':>11}"]
+        lines += [f"  {s['batch_size']:>5} {s['seq_len']:>5} {s['p50_ms']:>9.2f} {s['p90_ms']:>9.2f} "
+                  f"{s['p99_ms']:>9.2f} {s['throughput']:>11.1f}" for s in row["latency"]]
+    return "\n".join(lines)
+
+
+def render_status(device: Device, state: DeviceStatus) -> str:
+    """The live and the previous bundle on ``device``, one line each."""
+    lines = [f"device:   {device.name} ({device.address}), root {state.root}"]
+    for what, bundle_id, info in (("current", state.current, state.current_info),
+                                  ("previous", state.previous, state.previous_info)):
+        label = f"{bundle_id} ({info.get('artifact')}, from {info.get('source')})"
+        lines.append(f"{what + ':':<9} {label if bundle_id else 'none'}")
+    return "\n".join(lines)
