@@ -50,14 +50,18 @@ def test_ssh_command_lines(tmp_path, monkeypatch):
     assert close[:1] == ["ssh"] and "-O" in close and "exit" in close
 
 
-def test_ssh_without_known_hosts_accepts_a_new_host_key_only(tmp_path, monkeypatch):
-    device = make_device(tmp_path, transport="ssh", host="h")
+def test_ssh_without_known_hosts_trusts_no_new_host_key(tmp_path, monkeypatch):
     fake = FakeRun()
     monkeypatch.setattr(transports.subprocess, "run", fake)
-    with open_transport(device) as t:
+    with open_transport(make_device(tmp_path, transport="ssh", host="h")) as t:
         t.run("uptime")
-    assert "StrictHostKeyChecking=accept-new" in fake.calls[1] and "-i" not in fake.calls[1]
-    assert fake.calls[1][-3:] == ["h", "--", "uptime"]
+    assert "StrictHostKeyChecking=yes" in fake.calls[1]
+    assert "StrictHostKeyChecking=accept-new" not in fake.calls[1]
+    assert "-i" not in fake.calls[1] and fake.calls[1][-3:] == ["h", "--", "uptime"]
+    fake.calls.clear()
+    with open_transport(make_device(tmp_path, transport="ssh", host="h", trust_on_first_use=True)) as t:
+        t.run("uptime")
+    assert "StrictHostKeyChecking=accept-new" in fake.calls[1]
 
 
 def test_missing_key_file_is_named(tmp_path):
@@ -118,6 +122,22 @@ def test_changed_host_key_is_refused(sshd, tmp_path):
         open_transport(device).run("true")
 
 
+def test_unknown_host_key_is_refused_naming_the_device_and_the_fix(sshd, tmp_path):
+    (tmp_path / "empty_known_hosts").write_text("")
+    device = make_device(tmp_path, **{**sshd, "known_hosts": "empty_known_hosts"})
+    with pytest.raises(DeployError, match=r"host key of .*127\.0\.0\.1.* \(device 'dev'\) is not in") as exc:
+        open_transport(device).run("true")
+    assert "ssh-keyscan" in exc.value.hint and "trust_on_first_use: true" in exc.value.hint
+
+
+def test_trust_on_first_use_is_explicit_and_records_the_key(sshd, tmp_path):
+    (tmp_path / "kh").write_text("")
+    device = make_device(tmp_path, **{**sshd, "known_hosts": "kh", "trust_on_first_use": True})
+    with open_transport(device) as t:
+        assert t.run(["echo", "ok"])[1] == "ok\n"
+    assert "127.0.0.1" in (tmp_path / "kh").read_text()  # recorded: later connections check it
+
+
 # ---------------------------------------------------------------------------- adb, commands only
 # No Android device is attached where these tests run: they check the command lines and the
 # errors for a missing adb or device, with shutil.which and subprocess.run replaced.
@@ -138,9 +158,10 @@ def test_adb_command_lines(adb_device, tmp_path, monkeypatch):
     t.run(["ls", "/data/local/tmp/a b"])
     t.put(tmp_path, "/data/local/tmp/slimbert/incoming/x")
     t.get("/data/local/tmp/f.json", tmp_path / "f.json")
+    assert fake.calls[1][-1].startswith("( ls '/data/local/tmp/a b'\n); echo \"@@slimbert-rc-")
     assert fake.calls == [
         ["adb", "devices"],  # once: the device stays attached for the transport's life
-        ["adb", "-s", "R58M123", "shell", "ls '/data/local/tmp/a b'"],
+        ["adb", "-s", "R58M123", "shell", fake.calls[1][-1]],
         ["adb", "-s", "R58M123", "push", str(tmp_path), "/data/local/tmp/slimbert/incoming/x"],
         ["adb", "-s", "R58M123", "pull", "/data/local/tmp/f.json", str(tmp_path / "f.json")],
     ]
