@@ -205,3 +205,22 @@ def test_upload_killed_midway_leaves_a_device_the_next_deploy_cleans(onnx_artifa
     device.lock_timeout_s = 30  # the killed deploy's lock goes with its connection
     second = install(bundle, device)
     assert incoming(device) == [] and links(device) == (second.bundle_id, first.bundle_id)
+
+
+def test_mkdir_lock_where_flock_is_missing_waits_refuses_and_breaks_a_dead_holder(device, tmp_path):
+    device.root = str(tmp_path / "root")
+    lock_dir = Path(device.root) / ".lock.d"
+    with open_transport(device) as t:
+        with device_lock(device, t, device.root, "deploy of A", method="mkdir"):
+            assert lock_dir.is_dir() and "deploy of A" in (lock_dir / "info").read_text()
+            with pytest.raises(DeployError, match="busy: deploy of A by"), \
+                    device_lock(device, t, device.root, "deploy of B", timeout_s=1, method="mkdir"):
+                pass
+        assert not lock_dir.exists()  # released with its holder
+        # a holder that died without cleaning up (kill -9, power cut): its pid is gone
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        lock_dir.mkdir()
+        (lock_dir / "pid").write_text(f"{dead.pid}\n")
+        with device_lock(device, t, device.root, "deploy of C", timeout_s=5, method="mkdir"):
+            assert "deploy of C" in (lock_dir / "info").read_text()
