@@ -321,6 +321,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         "size_mb": round(model_bytes / 1e6, 2),
         "bundle_id": bundle.get("bundle_id"),
         "artifact": bundle.get("artifact"),
+        "kind": bundle.get("kind") or "onnx",
         "platform": f"{platform.platform()} ({platform.machine()}, {os.cpu_count()} cores)",
         "threads": args.threads,
         "onnxruntime": model.runtime.split(" ", 1)[1] if model.runtime.startswith("onnxruntime") else None,

@@ -1,4 +1,6 @@
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +23,8 @@ class FakeRun:
 
     def __call__(self, cmd, **kwargs):
         self.calls.append(cmd)
-        rc, out, err = self.answers.get(tuple(cmd[:2]), (0, "", ""))
+        answer = self.answers.get(tuple(cmd[:2]), (0, "", ""))
+        rc, out, err = answer(cmd) if callable(answer) else answer
         return subprocess.CompletedProcess(cmd, rc, out, err)
 
 
@@ -135,12 +138,19 @@ def test_trust_on_first_use_is_explicit_and_records_the_key(sshd, tmp_path):
     device = make_device(tmp_path, **{**sshd, "known_hosts": "kh", "trust_on_first_use": True})
     with open_transport(device) as t:
         assert t.run(["echo", "ok"])[1] == "ok\n"
-    assert "127.0.0.1" in (tmp_path / "kh").read_text()  # recorded: later connections check it
+    host_key = Path(sshd["known_hosts"]).read_text().split()[2]
+    assert host_key in (tmp_path / "kh").read_text()  # recorded: later connections check it
 
 
 # ---------------------------------------------------------------------------- adb, commands only
 # No Android device is attached where these tests run: they check the command lines and the
 # errors for a missing adb or device, with shutil.which and subprocess.run replaced.
+
+
+def adb_answers(cmd):
+    """A device that ran the command: exit status 0 on the marker line."""
+    marker = re.search(r'echo "(@@slimbert-rc-\w+:)\$\?"', cmd[-1]) if cmd[3] == "shell" else None
+    return 0, f"{marker.group(1)}0\n" if marker else "", ""
 
 
 @pytest.fixture
@@ -150,7 +160,7 @@ def adb_device(tmp_path):
 
 def test_adb_command_lines(adb_device, tmp_path, monkeypatch):
     listing = "List of devices attached\nR58M123\tdevice\nemu-5554\tdevice\n"
-    fake = FakeRun({("adb", "devices"): (0, listing, "")})
+    fake = FakeRun({("adb", "devices"): (0, listing, ""), ("adb", "-s"): adb_answers})
     monkeypatch.setattr(transports.shutil, "which", lambda name: "/usr/bin/adb")
     monkeypatch.setattr(transports.subprocess, "run", fake)
     t = open_transport(adb_device)
