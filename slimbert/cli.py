@@ -595,7 +595,7 @@ def _print_latency(row: dict[str, Any]) -> None:
               default=Path("devices.yaml"), show_default=True, help="Device inventory (YAML).")
 @click.option("--status", "show_status", is_flag=True, help="Show the live and the previous bundle.")
 @click.option("--rollback", count=True,
-              help="Make the previous bundle live (a second time: undo); repeated (-r -r): N releases back.")
+              help="Make the previous bundle live (a second time: undo); given N times: N releases back.")
 @click.option("--to", "to_release", metavar="RELEASE", default=None,
               help="Roll back to this kept release (an id or unique prefix, see --status).")
 @click.option("--keep", type=click.IntRange(min=1), default=None,

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimbert.deploy.bundle import BUNDLE_FILE, RUNNER_FILE, read_bundle
+from slimbert.deploy.bundle import BUNDLE_FILE, HEALTH_FILE, RUNNER_FILE, read_bundle
 from slimbert.deploy.devices import Device
 from slimbert.deploy.lock import device_lock
 from slimbert.deploy.transports import Transport, connected
@@ -202,10 +202,20 @@ def _health_failure(device: Device, rc: int, out: str, err: str, folder: str, ou
     return _runner_error(device, folder, rc, out, err)
 
 
-def _post_check(device: Device, transport: Transport, root: str) -> str | None:
-    """The health check through ``current``, as users reach it; any failure is a message."""
-    rc, out, err = transport.run(_runner_line(device, f"{root}/current", "verify", "health"), check=False)
-    return None if rc == 0 else f"{_check_lines(err or out)} (exit code {rc})"
+def _health_line(device: Device, folder: str, *before: str) -> str:
+    """Runner ``before`` checks, then the health check, which releases from before health.json skip."""
+    health = f"{{ [ ! -f {q(f'{folder}/{HEALTH_FILE}')} ] || {_runner_line(device, folder, 'health')}; }}"
+    return f"{_runner_line(device, folder, *before)} && {health}" if before else health
+
+
+def _post_check(device: Device, transport: Transport, root: str) -> tuple[str | None, dict[str, Any]]:
+    """The health check through ``current``, as users reach it: (failure message or None, its report)."""
+    rc, out, err = transport.run(_health_line(device, f"{root}/current", "verify"), check=False)
+    if rc != 0:
+        return f"{_check_lines(err or out)} (exit code {rc})", {}
+    with contextlib.suppress(ValueError, IndexError):
+        return None, json.loads(out.strip().splitlines()[-1])
+    return None, {}
 
 
 def _links_line(current: str | None, previous: str | None) -> str:
@@ -220,12 +230,9 @@ def _activate(device: Device, transport: Transport, root: str, bundle_id: str, b
     """Switch to ``bundle_id``, health-check it live, and fall back automatically if it fails."""
     target = f"releases/{bundle_id}"
     transport.run(f"cd {q(root)} && {_switch_line(target)}")
-    problem = _post_check(device, transport, root)
+    problem, report = _post_check(device, transport, root)
     if problem is None:
-        _, out, _ = transport.run(_runner_line(device, f"{root}/current", "health"), check=False)
-        with contextlib.suppress(ValueError, IndexError):
-            return json.loads(out.strip().splitlines()[-1])
-        return {}
+        return report
     drop = f" && rm -rf {q(target)}" if fresh and bundle_id not in (before.current, before.previous) else ""
     transport.run(f"cd {q(root)} && {_links_line(before.current, before.previous)}{drop}")
     back = f"{before.current} is live again" if before.current else "nothing is live, as before"
@@ -317,7 +324,7 @@ def status(device: Device, transport: Transport | None = None) -> DeviceStatus:
     """What ``current`` and ``previous`` point at, read from the bundle.json behind each."""
     with connected(device, transport) as transport:
         root = remote_root(device, transport)
-        script = "; ".join(f"echo {_MARK}{link}; cat {q(f'{root}/{link}/{BUNDLE_FILE}')} 2>/dev/null"
+        script = "; ".join(f"echo {_MARK}{link}; cat {q(f'{root}/{link}/{BUNDLE_FILE}')} 2>/dev/null; echo"
                            for link in ("current", "previous"))
         _, out, _ = transport.run(script + "; true")
         state = _read_state(transport, root)
@@ -381,7 +388,7 @@ def rollback(device: Device, transport: Transport | None = None, steps: int = 1,
                                   "current is unchanged.",
                                   hint="deploy that artifact again instead of rolling back.")
             folder = f"{root}/releases/{target}"
-            rc, out, err = transport.run(_runner_line(device, folder, "health"), check=False)
+            rc, out, err = transport.run(_health_line(device, folder), check=False)
             if rc != 0:
                 raise _health_failure(device, rc, out, err, folder, f"{state.current} stays live")
             _activate(device, transport, root, target, state, fresh=False)

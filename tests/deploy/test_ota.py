@@ -224,3 +224,14 @@ def test_mkdir_lock_where_flock_is_missing_waits_refuses_and_breaks_a_dead_holde
         (lock_dir / "pid").write_text(f"{dead.pid}\n")
         with device_lock(device, t, device.root, "deploy of C", timeout_s=5, method="mkdir"):
             assert "deploy of C" in (lock_dir / "info").read_text()
+
+
+def test_rollback_to_a_release_from_before_health_checks(onnx_artifact, other_artifact, device, tmp_path):
+    first = install(bundle_of(onnx_artifact, tmp_path), device)
+    second = install(bundle_of(other_artifact, tmp_path), device)
+    old = Path(first.path)  # as an older slimbert installed it: no health.json, not in bundle.json
+    (old / HEALTH_FILE).unlink()
+    info = json.loads((old / BUNDLE_FILE).read_text())
+    del info["files"][HEALTH_FILE]
+    (old / BUNDLE_FILE).write_text(json.dumps(info))
+    assert (rollback(device).current, links(device)) == (first.bundle_id, (first.bundle_id, second.bundle_id))
