@@ -313,7 +313,16 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
 @click.option("--devices", "devices_file", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("devices.yaml"), show_default=True, help="Device inventory (YAML).")
 @click.option("--status", "show_status", is_flag=True, help="Show the live and the previous bundle.")
-@click.option("--rollback", is_flag=True, help="Make the previous bundle live (a second time: undo).")
+@click.option("--rollback", count=True,
+              help="Make the previous bundle live (a second time: undo); given N times: N releases back.")
+@click.option("--to", "to_release", metavar="RELEASE", default=None,
+              help="Roll back to this kept release (an id or unique prefix, see --status).")
+@click.option("--keep", type=click.IntRange(min=1), default=None,
+              help="Releases kept on the device [default: devices.yaml's keep, else 3].")
+@click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Health check: share of recorded examples the device must predict as here [0.875].")
+@click.option("--trust-on-first-use", is_flag=True,
+              help="ssh: accept a host key never seen before (default: it must be in known_hosts).")
 @click.option("--bench", is_flag=True, help="After installing, time the model on the device.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), metavar="REPORT.json",
               help="With --bench: add the device's row to this bench report (and its report.md).")
@@ -322,14 +331,17 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
 @click.option("--seq-len", type=int, default=None, help="With --bench [default: the report's, else 128].")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="With --bench [default: the device's, else all cores].")
-def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_status: bool, rollback: bool,
+def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_status: bool, rollback: int,
+           to_release: str | None, keep: int | None, min_agreement: float | None, trust_on_first_use: bool,
            bench: bool, report: Path | None, batch_sizes: list[int] | None, seq_len: int | None,
            threads: int | None) -> None:
-    """Install the ONNX ARTIFACT on a device over SSH or adb, safely, and benchmark it there.
+    """Install the ARTIFACT (ONNX, ORT or ExecuTorch) on a device over SSH or adb, safely.
 
-    The device itself checks its runtime and every file's sha256 before the bundle goes
-    live; `current` is switched atomically and the version it replaces is kept for
-    --rollback. The device needs Python 3 with numpy, onnxruntime and tokenizers (not torch).
+    The device itself checks its runtime, every file's sha256 and runs the model on
+    examples recorded here (health check) before the bundle goes live; `current` is
+    switched atomically, checked again, and put back automatically if that fails. One
+    deploy or rollback at a time (a lock on the device). The device needs Python 3 with
+    numpy, tokenizers and onnxruntime (or executorch and torch for .pte), not slimbert.
 
     \b
     devices.yaml (paths are relative to the file; see examples/devices.yaml):
@@ -338,7 +350,9 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
         host: 192.168.1.42
         user: pi
         key: keys/pi4               # identity file (ssh-copy-id -i keys/pi4.pub pi@...)
-        known_hosts: keys/known_hosts   # optional: strict host key checking
+        known_hosts: keys/known_hosts   # host keys (default ~/.ssh/known_hosts); unknown: refused
+        # trust_on_first_use: true  # or accept the first key seen (ssh-keyscan is safer)
+        keep: 3                     # releases kept for --rollback
         python: /home/pi/venv/bin/python   # default: python3
         threads: 4                  # optional, for --bench
       pixel:
@@ -353,9 +367,10 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
           --report runs/default/report.json     # the Pi's row beside the CPU rows
       slimbert deploy --device pi4 --status
       slimbert deploy --device pi4 --rollback
+      slimbert deploy --device pi4 --to 3f2a      # any kept release
     """
     modes = [flag for flag, on in (("ARTIFACT", artifact is not None), ("--status", show_status),
-                                   ("--rollback", rollback)) if on]
+                                   ("--rollback", rollback or to_release is not None)) if on]
     if len(modes) != 1:
         raise click.UsageError("give an ARTIFACT to deploy, or --status, or --rollback"
                                + (f" (not {' and '.join(modes)} together)." if modes else "."))
@@ -363,16 +378,23 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
         raise click.UsageError("--bench times a fresh deploy: give an ARTIFACT.")
     if (report or batch_sizes or seq_len or threads) and not bench:
         raise click.UsageError("--report, --batch-sizes, --seq-len and --threads go with --bench.")
+    if (keep or min_agreement) and artifact is None:
+        raise click.UsageError("--keep and --min-agreement go with a deploy: give an ARTIFACT.")
     from slimbert.deploy import api
 
-    if show_status or rollback:
-        device, state = (api.rollback_device if rollback else api.device_status)(device_name, devices_file)
-        if rollback:
+    if show_status or rollback or to_release is not None:
+        if rollback or to_release is not None:
+            device, state = api.rollback_device(device_name, devices_file, steps=max(rollback, 1),
+                                                to=to_release, trust_on_first_use=trust_on_first_use)
             click.echo(f"rolled back on {device.name} ({device.address}).")
+        else:
+            device, state = api.device_status(device_name, devices_file,
+                                              trust_on_first_use=trust_on_first_use)
         click.echo(api.render_status(device, state))
         return
     result = api.deploy_model(artifact, device_name, devices_file, bench=bench, report=report,
-                              batch_sizes=batch_sizes, seq_len=seq_len, threads=threads)
+                              batch_sizes=batch_sizes, seq_len=seq_len, threads=threads, keep=keep,
+                              min_agreement=min_agreement, trust_on_first_use=trust_on_first_use)
     click.echo(api.render_deploy(result))
     if result.markdown is not None:
         click.echo(f"added to {report}; re-rendered {result.markdown}")

@@ -43,9 +43,13 @@ def remote_bench_config(report: Path | str | None = None, batch_sizes: list[int]
 
 
 def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchConfig | None = None,
-                    report: Path | str | None = None) -> DeployResult:
-    """Install ``artifact`` on ``device``; with ``bench``, time it there (and add the row to ``report``)."""
-    from slimbert.deploy.bundle import make_bundle, read_bundle
+                    report: Path | str | None = None, keep: int | None = None,
+                    min_agreement: float | None = None) -> DeployResult:
+    """Install ``artifact`` on ``device``, health-checked before and after the switch (see
+    install.py); with ``bench``, time it there (and add the row to ``report``). ``keep``:
+    releases kept on the device (default: the device's); ``min_agreement``: the share of
+    recorded examples the device must predict as this machine does."""
+    from slimbert.deploy.bundle import DEFAULT_MIN_AGREEMENT, make_bundle, read_bundle
     from slimbert.deploy.install import install
     from slimbert.deploy.remote_bench import append_rows, remote_bench
     from slimbert.deploy.transports import open_transport
@@ -53,8 +57,9 @@ def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchC
     if report is not None and bench is None:
         raise DeployError("a report takes the device's bench row: bench to add one.")
     with tempfile.TemporaryDirectory(prefix="slimbert-bundle-") as tmp, open_transport(device) as transport:
-        bundle_dir = make_bundle(Path(artifact), Path(tmp))
-        result = DeployResult(device, read_bundle(bundle_dir), install(bundle_dir, device, transport))
+        bundle_dir = make_bundle(Path(artifact), Path(tmp), min_agreement or DEFAULT_MIN_AGREEMENT)
+        installed = install(bundle_dir, device, transport, keep=keep)
+        result = DeployResult(device, read_bundle(bundle_dir), installed)
         if bench is not None:
             result.row = remote_bench(device, bench, transport)
     if report is not None:
@@ -62,33 +67,43 @@ def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchC
     return result
 
 
+def _device(name: str, devices: Path | str, trust_on_first_use: bool) -> Device:
+    device = get_device(Path(devices), name)
+    device.trust_on_first_use = device.trust_on_first_use or trust_on_first_use
+    return device
+
+
 def deploy_model(artifact: Path | str, device: str, devices: Path | str = "devices.yaml", *,
                  bench: bool = False, report: Path | str | None = None, batch_sizes: list[int] | None = None,
-                 seq_len: int | None = None, threads: int | None = None) -> DeployResult:
+                 seq_len: int | None = None, threads: int | None = None, keep: int | None = None,
+                 min_agreement: float | None = None, trust_on_first_use: bool = False) -> DeployResult:
     """Deploy ``artifact`` to the device named ``device`` in the inventory ``devices``, as
     `slimbert deploy ARTIFACT --device NAME` does; ``bench`` times it there."""
     if (report or batch_sizes or seq_len or threads) and not bench:
         raise DeployError("--report, --batch-sizes, --seq-len and --threads go with --bench (bench=True).")
-    target = get_device(Path(devices), device)
+    target = _device(device, devices, trust_on_first_use)
     # everything that can be wrong with the settings fails here, before minutes of uploading
     cfg = remote_bench_config(report, batch_sizes, seq_len, threads) if bench else None
-    return deploy_artifact(artifact, target, bench=cfg, report=report)
+    return deploy_artifact(artifact, target, bench=cfg, report=report, keep=keep, min_agreement=min_agreement)
 
 
-def device_status(device: str, devices: Path | str = "devices.yaml") -> tuple[Device, DeviceStatus]:
-    """The live and the previous bundle on the device named ``device``."""
+def device_status(device: str, devices: Path | str = "devices.yaml", *,
+                  trust_on_first_use: bool = False) -> tuple[Device, DeviceStatus]:
+    """The live and the previous bundle on the device named ``device``, and the kept releases."""
     from slimbert.deploy.install import status
 
-    target = get_device(Path(devices), device)
+    target = _device(device, devices, trust_on_first_use)
     return target, status(target)
 
 
-def rollback_device(device: str, devices: Path | str = "devices.yaml") -> tuple[Device, DeviceStatus]:
-    """Make the previous bundle live again on the device named ``device`` (a second time: undo)."""
+def rollback_device(device: str, devices: Path | str = "devices.yaml", *, steps: int = 1,
+                    to: str | None = None, trust_on_first_use: bool = False) -> tuple[Device, DeviceStatus]:
+    """Make an earlier release live again on the device named ``device``, health-checked: the
+    previous one (``steps`` 1; a second time: undo), ``steps`` releases back, or release ``to``."""
     from slimbert.deploy.install import rollback
 
-    target = get_device(Path(devices), device)
-    return target, rollback(target)
+    target = _device(device, devices, trust_on_first_use)
+    return target, rollback(target, steps=steps, to=to)
 
 
 def render_deploy(result: DeployResult) -> str:
@@ -101,6 +116,8 @@ def render_deploy(result: DeployResult) -> str:
              f"labels: {', '.join(info['labels']) or '—'})",
              f"installed on {device.name} ({device.address}): {installed.path} ({how})",
              f"runtime:  {', '.join(f'{k} {v}' for k, v in installed.runtime.items())}",
+             f"health:   {installed.health.get('agreement', 0):.0%} of {installed.health.get('examples')} "
+             f"recorded examples agree (min {installed.health.get('min_agreement')}), checked live",
              f"previous: {installed.previous or 'none'}{undo}"]
     row = result.row
     if row is not None:
@@ -119,4 +136,6 @@ def render_status(device: Device, state: DeviceStatus) -> str:
                                   ("previous", state.previous, state.previous_info)):
         label = f"{bundle_id} ({info.get('artifact')}, from {info.get('source')})"
         lines.append(f"{what + ':':<9} {label if bundle_id else 'none'}")
+    if state.releases:
+        lines.append(f"kept:     {', '.join(state.releases)} (oldest first; --to RELEASE)")
     return "\n".join(lines)

@@ -28,11 +28,14 @@ class Device:
     port: int = 22  # ssh
     user: str | None = None  # ssh; None: ssh's default (your user name or ~/.ssh/config)
     key: str | None = None  # ssh identity file; None: ssh-agent / ~/.ssh/config
-    known_hosts: str | None = None  # ssh; given: strict host key checking against it
+    known_hosts: str | None = None  # ssh; host keys are checked against it (else ~/.ssh/known_hosts)
+    trust_on_first_use: bool = False  # ssh; accept (and record) a host key never seen before
     serial: str | None = None  # adb, as `adb devices` lists it
     python: str = "python3"  # command on the device, e.g. /opt/venv/bin/python
     root: str | None = None  # install folder; default per transport (DEFAULT_ROOTS)
     threads: int | None = None  # intra-op threads for the bench; None: all cores
+    keep: int = 3  # releases kept on the device (current and previous always are)
+    lock_timeout_s: int = 300  # how long a deploy waits for another one on the device to finish
     name: str = field(default="", init=False)  # set by load_devices: the key in devices.yaml
     source: str = field(default="", init=False)  # set by load_devices: the file it came from
 
@@ -48,10 +51,15 @@ class Device:
             if not self.serial:
                 raise ValueError("an adb device needs 'serial' (the first column of `adb devices`)")
             extra = [k for k in ("host", "user", "key", "known_hosts") if getattr(self, k) is not None]
+            extra += ["trust_on_first_use"] if self.trust_on_first_use else []
             if extra:
                 raise ValueError(f"{extra[0]!r} is for ssh devices; an adb device is reached by serial")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.keep < 1:
+            raise ValueError(f"keep must be >= 1 (releases kept on the device), got {self.keep}")
+        if self.lock_timeout_s < 0:
+            raise ValueError(f"lock_timeout_s must be >= 0, got {self.lock_timeout_s}")
         if not self.python.strip():
             raise ValueError("python must name a command, e.g. python3")
         self.root = (self.root or DEFAULT_ROOTS[self.transport]).rstrip("/") or "/"

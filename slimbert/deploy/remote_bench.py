@@ -61,11 +61,12 @@ def _bench_failed(device: Device, rc: int, err: str) -> DeployError:
 
 def bench_row(device: Device, result: dict[str, Any], root: str) -> dict[str, Any]:
     """The runner's JSON as a bench report row (same keys as slimbert.bench.run's rows)."""
+    runtime = (result.get("runtime") or "onnxruntime").split()[0]  # onnxruntime or executorch
     return {
         "artifact": result.get("artifact") or result["bundle_id"],
         "path": f"{device.name}:{root}/releases/{result['bundle_id']}",
-        "kind": "onnx",
-        "target": f"{device.name}:onnxruntime",
+        "kind": result.get("kind") or "onnx",
+        "target": f"{device.name}:{runtime}",
         "device": device.name,
         "accuracy": None,
         "latency": result["latency"],
@@ -76,6 +77,7 @@ def bench_row(device: Device, result: dict[str, Any], root: str) -> dict[str, An
         "bundle_id": result["bundle_id"],
         "platform": result.get("platform"),
         "onnxruntime": result.get("onnxruntime"),
+        "runtime": result.get("runtime"),
         "threads": result.get("threads"),
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -27,6 +28,8 @@ _UNREACHABLE = re.compile(r"connection refused|connection timed out|timed out|no
                           r"could not resolve hostname|network is unreachable|connection reset|"
                           r"connection closed by remote host", re.I)
 _HOSTKEY = re.compile(r"host key verification failed|remote host identification has changed", re.I)
+_UNKNOWN_HOST = re.compile(r"host key is known for|no matching host key|you have requested strict checking",
+                           re.I)
 
 
 class Transport(ABC):
@@ -59,6 +62,18 @@ class Transport(ABC):
     @abstractmethod
     def get(self, remote_path: str, local_path: Path) -> None:
         """Download the file ``remote_path`` to ``local_path``."""
+
+    def hold(self, line: str) -> subprocess.Popen:
+        """Start shell ``line`` on the device and keep it running, its stdin a pipe from here.
+
+        The device lock lives in such a process: it ends when its stdin closes, so a lock
+        taken by a deploy that is killed or loses its connection is released with it.
+        """
+        return subprocess.Popen(self._hold_command(line), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    def _hold_command(self, line: str) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} cannot hold a device lock")
 
     @staticmethod
     def command_line(args: list[str] | str) -> str:
@@ -153,10 +168,12 @@ class SshTransport(Transport):
                                        "file), or create one: ssh-keygen -t ed25519 -f KEY; "
                                        f"ssh-copy-id -i KEY.pub -p {d.port} {d.address.rsplit(':', 1)[0]}")
             opts += ["-i", d.key, "-o", "IdentitiesOnly=yes"]
+        # A host key is trusted only if known beforehand (devices.yaml's known_hosts, else
+        # ssh's own ~/.ssh/known_hosts); the first key seen is accepted only on explicit opt-in,
+        # since on a fresh CI runner every connection is a first one.
         if d.known_hosts:
-            opts += ["-o", f"UserKnownHostsFile={d.known_hosts}", "-o", "StrictHostKeyChecking=yes"]
-        else:
-            opts += ["-o", "StrictHostKeyChecking=accept-new"]
+            opts += ["-o", f"UserKnownHostsFile={d.known_hosts}"]
+        opts += ["-o", f"StrictHostKeyChecking={'accept-new' if d.trust_on_first_use else 'yes'}"]
         if self._control_path:  # share the master's connection; if it is gone, connect directly
             opts += ["-o", "ControlMaster=no", "-o", f"ControlPath={self._control_path}"]
         return opts
@@ -177,6 +194,15 @@ class SshTransport(Transport):
                 f"of device {d.name!r} ({last}).",
                 hint="check the key in devices.yaml and that its .pub line is in the device's "
                      f"~/.ssh/authorized_keys (ssh-copy-id -i KEY.pub -p {d.port} {self._target}).")
+        if _UNKNOWN_HOST.search(err):
+            where = d.known_hosts or "~/.ssh/known_hosts"
+            raise DeployError(
+                f"the host key of {d.address} (device {d.name!r}) is not in {where}, and slimbert does "
+                f"not trust a key it has never seen: {last}",
+                hint=f"record it: ssh-keyscan -p {d.port} {d.host} >> KNOWN_HOSTS (compare its fingerprint, "
+                     "ssh-keygen -lf KNOWN_HOSTS, with the device's console) and set known_hosts: "
+                     "KNOWN_HOSTS for this device in devices.yaml; or accept the first key explicitly: "
+                     "trust_on_first_use: true in devices.yaml (or --trust-on-first-use).")
         if _HOSTKEY.search(err):
             raise DeployError(
                 f"the host key of {d.address} does not match {d.known_hosts or '~/.ssh/known_hosts'} "
@@ -198,6 +224,10 @@ class SshTransport(Transport):
         if check and proc.returncode != 0:
             raise self._failed(f"`{self.command_line(args)}`", proc)
         return proc.returncode, proc.stdout, proc.stderr
+
+    def _hold_command(self, line: str) -> list[str]:
+        self._connect()
+        return ["ssh", *self._options(), "-p", str(self.device.port), self._target, "--", line]
 
     def _scp(self, src: str, dest: str, recursive: bool, what: str) -> None:
         self._connect()
@@ -256,12 +286,32 @@ class AdbTransport(Transport):
                           f"adb devices lists: {attached}.", hint=hint)
 
     def run(self, args: list[str] | str, check: bool = True) -> Result:
+        """Run on the device; the exit status comes from a marker line, not from adb's own exit code.
+
+        adb without shell_v2 (before Android 7, or an old adb client) always exits 0 and merges
+        stderr into stdout, which would turn a failed verify into a success. The command runs in
+        a subshell followed by ``echo <random marker>$?``; no marker means the command was cut
+        off, which is a failure too.
+        """
         self.ensure_attached()
-        proc = self._local(self._adb("shell", self.command_line(args)),
-                           f"run a command on {self.device.name!r}")
+        marker = f"@@slimbert-rc-{secrets.token_hex(6)}:"
+        line = f"( {self.command_line(args)}\n); echo \"{marker}$?\""
+        proc = self._local(self._adb("shell", line), f"run a command on {self.device.name!r}")
+        out, sep, tail = proc.stdout.rpartition(marker)
+        status = tail.strip().splitlines()[0] if sep and tail.strip() else ""
+        if sep and status.isdigit():
+            proc.returncode, proc.stdout = int(status), out
+        elif proc.returncode == 0:  # adb says success, yet the marker never came: not a success
+            proc.returncode = 255
+            proc.stderr = (proc.stderr + "\nadb returned no exit status: the command was cut off "
+                           "(device disconnected?)").lstrip()
         if check and proc.returncode != 0:
             raise self._failed(f"`{self.command_line(args)}`", proc)
         return proc.returncode, proc.stdout, proc.stderr
+
+    def _hold_command(self, line: str) -> list[str]:
+        self.ensure_attached()
+        return self._adb("shell", line)
 
     def put(self, local_dir: Path, remote_dir: str) -> None:
         self.ensure_attached()

@@ -133,3 +133,49 @@ def other_artifact(onnx_artifact, tmp_path_factory) -> Path:
     config["label2id"] = {"negative": 0, "positive": 1}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+INJECTOR = '''"""Fault injection on the "device": runs runner.py with onnxruntime made to misbehave."""
+import runpy
+import sys
+
+import onnxruntime as ort
+
+MODE, WHERE = {mode!r}, {where!r}  # WHERE: a path fragment of the runner it applies to ('' = all)
+script = sys.argv[1]
+if WHERE in script:
+    if MODE == "no-kernel":
+        def refuse(self, *args, **kwargs):
+            raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an "
+                               "implementation for MatMulInteger(10) node with name 'injected'")
+        ort.InferenceSession.__init__ = refuse
+    elif MODE == "wrong-answers":
+        run = ort.InferenceSession.run
+        ort.InferenceSession.run = lambda self, *a, **k: [-out for out in run(self, *a, **k)]
+sys.argv = sys.argv[1:]
+runpy.run_path(script, run_name="__main__")
+'''
+
+
+def faulty_python(folder: Path, mode: str, where: str = "") -> str:
+    """A device 'python' (for devices.yaml) whose onnxruntime fails as ``mode`` says.
+
+    no-kernel: the session cannot be created (a graph the device's onnxruntime cannot run);
+    wrong-answers: the logits come out negated (a runtime that computes something else).
+    ``where`` limits it to runners whose path contains it, e.g. '/current/' (after the switch).
+    """
+    path = folder / f"inject-{mode}-{abs(hash(where))}.py"
+    path.write_text(INJECTOR.format(mode=mode, where=where))
+    return f"{sys.executable} {path}"
+
+
+def variant(artifact: Path, folder: Path, n: int) -> Path:
+    """A copy of ``artifact`` with other label names: a different bundle, cheaply."""
+    out = folder / f"{artifact.name}-v{n}"
+    if not out.exists():
+        shutil.copytree(artifact, out)
+        config = json.loads((out / "config.json").read_text())
+        config["id2label"] = {"0": f"neg{n}", "1": f"pos{n}"}
+        config["label2id"] = {f"neg{n}": 0, f"pos{n}": 1}
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out

@@ -28,7 +28,7 @@ def test_same_content_same_id_other_content_other_id(onnx_artifact, other_artifa
 
 
 def test_refuses_a_pytorch_folder(tiny_classifier, tmp_path):
-    with pytest.raises(DeployError, match="not an ONNX artifact") as exc:
+    with pytest.raises(DeployError, match="not an ONNX, ORT or ExecuTorch artifact") as exc:
         make_bundle(tiny_classifier, tmp_path / "out")
     assert "slimbert export" in exc.value.hint
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

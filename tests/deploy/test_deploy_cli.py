@@ -3,10 +3,11 @@
 import json
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from slimbert.cli import main
-from tests.deploy.conftest import DEVICE, free_port, write_devices
+from tests.deploy.conftest import DEVICE, faulty_python, free_port, variant, write_devices
 from tests.deploy.test_remote_bench import local_report
 
 
@@ -74,6 +75,9 @@ def test_missing_inventory_is_a_clean_error(tmp_path):
     (["ARTIFACT", "--bench", "--batch-sizes", "1,0"], "has a number below 1"),
     (["ARTIFACT", "--bench", "--batch-sizes", "1,x"], "not a comma-separated list of integers"),
     (["ARTIFACT", "--bench", "--report", "missing.json"], "cannot read bench report"),
+    (["--status", "--keep", "2"], "--keep and --min-agreement go with a deploy"),
+    (["--to", "abc", "--status"], "not --status and --rollback together"),
+    (["ARTIFACT", "--min-agreement", "0"], "--min-agreement"),
 ])
 def test_usage_errors_fail_before_connecting(args, fragment, onnx_artifact, tmp_path):
     # a device nobody listens for: these must fail before any connection is tried
@@ -88,3 +92,26 @@ def test_help_teaches_with_an_example_inventory():
     assert result.exit_code == 0
     assert "transport: ssh" in result.output and "transport: adb" in result.output
     assert "slimbert deploy --device pi4 --rollback" in result.output
+
+
+def test_multi_step_rollback_to_and_a_failed_health_check(onnx_artifact, device_file, tmp_path):
+    ids = []
+    for n in range(3):
+        result = invoke(variant(onnx_artifact, tmp_path, n), "--device", DEVICE, "--devices", device_file,
+                        "--keep", 2)
+        assert result.exit_code == 0, result.output
+        assert "health:   100% of 8 recorded examples agree (min 0.875), checked live" in result.output
+        ids.append(result.output.split()[1].rstrip(":"))
+    status = invoke("--device", DEVICE, "--devices", device_file, "--status")
+    assert f"kept:     {ids[1]}, {ids[2]} (oldest first" in status.output  # --keep 2 pruned the first
+    back = invoke("--device", DEVICE, "--devices", device_file, "--rollback", "--rollback")
+    assert back.exit_code == 2 and "cannot roll back 2 releases" in back.output, back.output
+    to = invoke("--device", DEVICE, "--devices", device_file, "--to", ids[1][:8])
+    assert to.exit_code == 0 and f"current:  {ids[1]}" in to.output, to.output
+
+    devices = yaml.safe_load(device_file.read_text())
+    devices[DEVICE]["python"] = faulty_python(tmp_path, "no-kernel")
+    write_devices(device_file, devices)
+    bad = invoke(onnx_artifact, "--device", DEVICE, "--devices", device_file)
+    assert bad.exit_code == 1 and "Traceback" not in bad.output, bad.output
+    assert "failed the health check" in bad.output and f"{ids[1]} stays live" in bad.output

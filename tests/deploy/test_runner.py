@@ -10,7 +10,7 @@ import pytest
 
 from slimbert.deploy.bundle import RUNNER_SOURCE, make_bundle
 
-ALLOWED = {"numpy", "onnxruntime", "tokenizers"}
+ALLOWED = {"numpy", "onnxruntime", "tokenizers", "torch", "executorch"}
 
 
 def run_runner(bundle: Path, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess:

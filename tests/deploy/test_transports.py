@@ -1,4 +1,6 @@
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +23,8 @@ class FakeRun:
 
     def __call__(self, cmd, **kwargs):
         self.calls.append(cmd)
-        rc, out, err = self.answers.get(tuple(cmd[:2]), (0, "", ""))
+        answer = self.answers.get(tuple(cmd[:2]), (0, "", ""))
+        rc, out, err = answer(cmd) if callable(answer) else answer
         return subprocess.CompletedProcess(cmd, rc, out, err)
 
 
@@ -50,14 +53,18 @@ def test_ssh_command_lines(tmp_path, monkeypatch):
     assert close[:1] == ["ssh"] and "-O" in close and "exit" in close
 
 
-def test_ssh_without_known_hosts_accepts_a_new_host_key_only(tmp_path, monkeypatch):
-    device = make_device(tmp_path, transport="ssh", host="h")
+def test_ssh_without_known_hosts_trusts_no_new_host_key(tmp_path, monkeypatch):
     fake = FakeRun()
     monkeypatch.setattr(transports.subprocess, "run", fake)
-    with open_transport(device) as t:
+    with open_transport(make_device(tmp_path, transport="ssh", host="h")) as t:
         t.run("uptime")
-    assert "StrictHostKeyChecking=accept-new" in fake.calls[1] and "-i" not in fake.calls[1]
-    assert fake.calls[1][-3:] == ["h", "--", "uptime"]
+    assert "StrictHostKeyChecking=yes" in fake.calls[1]
+    assert "StrictHostKeyChecking=accept-new" not in fake.calls[1]
+    assert "-i" not in fake.calls[1] and fake.calls[1][-3:] == ["h", "--", "uptime"]
+    fake.calls.clear()
+    with open_transport(make_device(tmp_path, transport="ssh", host="h", trust_on_first_use=True)) as t:
+        t.run("uptime")
+    assert "StrictHostKeyChecking=accept-new" in fake.calls[1]
 
 
 def test_missing_key_file_is_named(tmp_path):
@@ -118,9 +125,32 @@ def test_changed_host_key_is_refused(sshd, tmp_path):
         open_transport(device).run("true")
 
 
+def test_unknown_host_key_is_refused_naming_the_device_and_the_fix(sshd, tmp_path):
+    (tmp_path / "empty_known_hosts").write_text("")
+    device = make_device(tmp_path, **{**sshd, "known_hosts": "empty_known_hosts"})
+    with pytest.raises(DeployError, match=r"host key of .*127\.0\.0\.1.* \(device 'dev'\) is not in") as exc:
+        open_transport(device).run("true")
+    assert "ssh-keyscan" in exc.value.hint and "trust_on_first_use: true" in exc.value.hint
+
+
+def test_trust_on_first_use_is_explicit_and_records_the_key(sshd, tmp_path):
+    (tmp_path / "kh").write_text("")
+    device = make_device(tmp_path, **{**sshd, "known_hosts": "kh", "trust_on_first_use": True})
+    with open_transport(device) as t:
+        assert t.run(["echo", "ok"])[1] == "ok\n"
+    host_key = Path(sshd["known_hosts"]).read_text().split()[2]
+    assert host_key in (tmp_path / "kh").read_text()  # recorded: later connections check it
+
+
 # ---------------------------------------------------------------------------- adb, commands only
 # No Android device is attached where these tests run: they check the command lines and the
 # errors for a missing adb or device, with shutil.which and subprocess.run replaced.
+
+
+def adb_answers(cmd):
+    """A device that ran the command: exit status 0 on the marker line."""
+    marker = re.search(r'echo "(@@slimbert-rc-\w+:)\$\?"', cmd[-1]) if cmd[3] == "shell" else None
+    return 0, f"{marker.group(1)}0\n" if marker else "", ""
 
 
 @pytest.fixture
@@ -130,7 +160,7 @@ def adb_device(tmp_path):
 
 def test_adb_command_lines(adb_device, tmp_path, monkeypatch):
     listing = "List of devices attached\nR58M123\tdevice\nemu-5554\tdevice\n"
-    fake = FakeRun({("adb", "devices"): (0, listing, "")})
+    fake = FakeRun({("adb", "devices"): (0, listing, ""), ("adb", "-s"): adb_answers})
     monkeypatch.setattr(transports.shutil, "which", lambda name: "/usr/bin/adb")
     monkeypatch.setattr(transports.subprocess, "run", fake)
     t = open_transport(adb_device)
@@ -138,9 +168,10 @@ def test_adb_command_lines(adb_device, tmp_path, monkeypatch):
     t.run(["ls", "/data/local/tmp/a b"])
     t.put(tmp_path, "/data/local/tmp/slimbert/incoming/x")
     t.get("/data/local/tmp/f.json", tmp_path / "f.json")
+    assert fake.calls[1][-1].startswith("( ls '/data/local/tmp/a b'\n); echo \"@@slimbert-rc-")
     assert fake.calls == [
         ["adb", "devices"],  # once: the device stays attached for the transport's life
-        ["adb", "-s", "R58M123", "shell", "ls '/data/local/tmp/a b'"],
+        ["adb", "-s", "R58M123", "shell", fake.calls[1][-1]],
         ["adb", "-s", "R58M123", "push", str(tmp_path), "/data/local/tmp/slimbert/incoming/x"],
         ["adb", "-s", "R58M123", "pull", "/data/local/tmp/f.json", str(tmp_path / "f.json")],
     ]
