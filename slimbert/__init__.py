@@ -53,6 +53,8 @@ _API = {
     "evaluate_gate": "slimbert.gate",
     "fetch_asset": "slimbert.assets",
     "SlimbertError": "slimbert.errors",
+    "optimize": "slimbert.search.api",
+    "OptimizeConfig": "slimbert.search.config",
 }
 
 __all__ = sorted(_API)

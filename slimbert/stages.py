@@ -21,13 +21,14 @@ from slimbert.compress.finetune import FinetuneConfig, finetune
 from slimbert.compress.prune import PruneConfig, prune
 from slimbert.compress.qat import QatConfig, qat
 from slimbert.compress.torch_quant import TorchQuantizeConfig, quantize_torch
-from slimbert.data import TextClassificationData, encode_split
+from slimbert.data import DatasetConfig, TextClassificationData, encode_split
 from slimbert.export.executorch import ExecutorchConfig, export_executorch
 from slimbert.export.onnx import OnnxExportConfig, export_onnx
 from slimbert.export.onnx_quant import OnnxQuantizeConfig, quantize_onnx
 from slimbert.export.ort_mobile import OrtMobileConfig, export_ort_mobile
 from slimbert.export.tensorrt import TensorrtConfig, export_tensorrt
 from slimbert.models import load_tokenizer
+from slimbert.search.config import OptimizeConfig
 
 MODEL_KINDS = ("hf-model", "onnx", "ort-mobile", "executorch", "tensorrt", "pt2e")
 
@@ -57,6 +58,10 @@ class StageContext:
     recipe_name: str
     # other artifacts the config names (e.g. prune's recovery teacher): reference -> folder
     references: dict[str, Path] = field(default_factory=dict)
+    # the recipe's dataset (file names absolute) and run folder: for stages that run stages
+    # of their own (optimize's candidates), on the same data and beside this run's
+    dataset_config: DatasetConfig | None = None
+    run_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,12 @@ def _run_export_executorch(ctx: StageContext) -> dict[str, Any]:
     return export_executorch(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
 
 
+def _run_optimize(ctx: StageContext) -> dict[str, Any]:
+    from slimbert.search.stage import run_optimize
+
+    return run_optimize(ctx)
+
+
 def _run_bench(ctx: StageContext) -> dict[str, Any]:
     report = run_bench(ctx.bench_entries, ctx.data, ctx.config, max_length=ctx.max_length,
                        name=ctx.recipe_name, progress=ctx.progress)
@@ -189,6 +200,9 @@ STAGES: dict[str, StageType] = {
         StageType("export-tensorrt", TensorrtConfig, "onnx", "tensorrt", _run_export_tensorrt,
                   "package an (unfused) ONNX graph for TensorRT with its trtexec build command; "
                   "build the engine here when TensorRT and a GPU exist"),
+        StageType("optimize", OptimizeConfig, "hf-model", "report", _run_optimize,
+                  "search distillation depth x pruning x quantization x runtime for the fastest "
+                  "artifact per target within an accuracy budget (chosen on dev, confirmed on test)"),
         StageType("bench", BenchConfig, None, "report", _run_bench,
                   "measure accuracy, latency and size of artifacts on every target"),
     )
