@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from slimbert.errors import RuntimeUnavailable, SlimbertError
-from slimbert.search.candidates import Candidates, DevRow
+from slimbert.search.candidates import CANDIDATES_RECIPE, Candidates, DevRow
 from slimbert.search.config import OptimizeConfig
 from slimbert.search.select import (
     Point,
@@ -344,7 +344,7 @@ def _run_on_test(candidates: Candidates, stage: dict) -> None:
 
     candidates.stages.setdefault(stage["name"], stage)
     names = candidates._with_inputs([stage["name"]])
-    recipe = {"name": "optimize-confirmation", "model": str(candidates.teacher_dir), "seed": candidates.seed,
+    recipe = {"name": CANDIDATES_RECIPE, "model": str(candidates.teacher_dir), "seed": candidates.seed,
               "dataset": candidates.dataset, "stages": [candidates.stages[n] for n in names]}
     run_recipe(recipe_from_dict(recipe, str(candidates.folder / "recipe.json")), candidates.folder,
                progress=candidates.progress)
