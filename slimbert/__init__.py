@@ -70,6 +70,8 @@ _API = {
     "BenchRow": "slimbert.bench.report",
     "load_report": "slimbert.bench.report",
     "EXPORT_FORMATS": "slimbert.adhoc",
+    "optimize": "slimbert.search.api",
+    "OptimizeConfig": "slimbert.search.config",
 }
 
 __all__ = sorted(_API)

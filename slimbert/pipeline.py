@@ -82,10 +82,11 @@ class RunResult:
 class _Run:
     """State of one recipe run: the data and base model, loaded on first use."""
 
-    def __init__(self, recipe: Recipe, out_dir: Path, progress: bool):
+    def __init__(self, recipe: Recipe, out_dir: Path, progress: bool, withhold_test: bool = False):
         self.recipe = recipe
         self.out_dir = out_dir
         self.progress = progress
+        self.withhold_test = withhold_test
         self._data: TextClassificationData | None = None
         self._model: StageInput | None = None
         self.done: dict[str, StageInput] = {}
@@ -112,6 +113,8 @@ class _Run:
         if self._data is None:
             self._data = load_dataset(self.recipe.dataset, seed=self.recipe.seed,
                                       base=self.recipe.base_dir)
+            if self.withhold_test:
+                self._data = self._data.withholding("test")
         return self._data
 
     @property
@@ -254,7 +257,8 @@ def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> 
     recipe = run.recipe
     return StageContext(spec.name, spec.config, plan.input, run.data, recipe.dataset.max_length,
                         recipe.seed, out, work, run.progress, recipe.name,
-                        {ref: r.path for ref, r in plan.references.items()})
+                        {ref: r.path for ref, r in plan.references.items()},
+                        with_absolute_paths(recipe.dataset, recipe.base_dir), run.out_dir)
 
 
 _CHANGED = "its settings or inputs changed"
@@ -430,8 +434,11 @@ def _folder_owner(out_dir: Path) -> str | None:
 
 
 def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
-               rerun: tuple[str, ...] = (), progress: bool = True) -> RunResult:
+               rerun: tuple[str, ...] = (), progress: bool = True, withhold_test: bool = False) -> RunResult:
     """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones.
+
+    ``withhold_test``: no stage may read the test split (model selection); one that tries
+    fails with a DataError.
 
     Under a multi-process launch the result is the main process's; the others only lend
     their devices to the training stages and return an empty one.
@@ -439,7 +446,7 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
     out_dir = Path(out_dir)
     _check_rerun(recipe, rerun)
     main = distributed.is_main()
-    run = _Run(recipe, out_dir, progress and main)
+    run = _Run(recipe, out_dir, progress and main, withhold_test)
     result = RunResult(out_dir)
     owner = _folder_owner(out_dir)
     guest = owner is not None and owner != recipe.name  # a companion recipe, reusing owner's stages

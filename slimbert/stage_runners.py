@@ -138,6 +138,12 @@ def run_bench(ctx: StageContext) -> dict[str, Any]:
     return {"rows": len(report.rows), "unavailable": len(report.unavailable)}
 
 
+def run_optimize(ctx: StageContext) -> dict[str, Any]:
+    from slimbert.search.stage import run_optimize as search
+
+    return search(ctx)
+
+
 def check_bench(cfg: Any) -> None:
     """Named targets must exist; only then is the runtime registry (and torch) imported."""
     if cfg.targets:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from slimbert.data import TextClassificationData
+    from slimbert.data import DatasetConfig, TextClassificationData
 
 from slimbert.formats import MODEL_FORMATS
 
@@ -60,6 +60,10 @@ class StageContext:
     recipe_name: str
     # other artifacts the config names (e.g. prune's recovery teacher): reference -> folder
     references: dict[str, Path] = field(default_factory=dict)
+    # the recipe's dataset (file names absolute) and run folder: for stages that run stages
+    # of their own (optimize's candidates), on the same data and beside this run's
+    dataset_config: DatasetConfig | None = None
+    run_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,10 @@ STAGES: dict[str, StageType] = {
                   f"{_RUNNERS}:run_export_tensorrt",
                   "package an (unfused) ONNX graph for TensorRT with its trtexec build command; "
                   "build the engine here when TensorRT and a GPU exist"),
+        StageType("optimize", "slimbert.search.config:OptimizeConfig", "hf-model", "report",
+                  f"{_RUNNERS}:run_optimize",
+                  "search distillation depth x pruning x quantization x runtime for the fastest "
+                  "artifact per target within an accuracy budget (chosen on dev, confirmed on test)"),
         StageType("bench", "slimbert.bench.config:BenchConfig", None, "report", f"{_RUNNERS}:run_bench",
                   "measure accuracy, latency and size of artifacts on every target",
                   referrer=f"{_RUNNERS}:bench_references", reference_kinds=MODEL_FORMATS,

@@ -177,14 +177,10 @@ def distill(
     mapping = [0] + [t + 1 for t in layer_map]
     result = distill_into(trainee, teacher, enc, data.num_labels, cfg, work_dir, seed=seed,
                           mapping=mapping, desc=f"distill {s_depth}L", progress=progress)
-    test = evaluate(student, enc["test"], data.num_labels)
-    teacher_test = evaluate(teacher, enc["test"], data.num_labels)
     student.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return {
-        "test": test,
-        "teacher_test": teacher_test,
-        "retention": test["accuracy"] / teacher_test["accuracy"],
+        **_test_scores(student, teacher, enc, data.num_labels),
         "teacher_layers": copied,
         "student_model": cfg.student_model,
         "layer_map": layer_map,
@@ -193,6 +189,16 @@ def distill(
         "teacher_params": sum(p.numel() for p in teacher.parameters()),
         **result.metrics(),
     }
+
+
+def _test_scores(student, teacher, enc: dict[str, EncodedSplit], num_labels: int) -> dict[str, Any]:
+    """Student and teacher on test, unless the test split is withheld (model selection)."""
+    if "test" not in enc:
+        return {}
+    test = evaluate(student, enc["test"], num_labels)
+    teacher_test = evaluate(teacher, enc["test"], num_labels)
+    return {"test": test, "teacher_test": teacher_test,
+            "retention": test["accuracy"] / teacher_test["accuracy"]}
 
 
 def _check_layer_map(layer_map: list[int], s_depth: int, t_depth: int) -> None:

@@ -38,7 +38,7 @@ def finetune(
 
     result = train(model, enc["train"], enc["dev"], data.num_labels, cfg, loss_fn,
                    work_dir, seed, desc="finetune", progress=progress)
-    test = evaluate(model, enc["test"], data.num_labels)
+    test = {"test": evaluate(model, enc["test"], data.num_labels)} if "test" in enc else {}
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    return {"test": test, **result.metrics()}
+    return {**test, **result.metrics()}

@@ -142,8 +142,9 @@ def _recover(job: PruneJob, teacher_dir: Path, enc: dict[str, EncodedSplit], wor
                           teacher_train=teacher_train,
                           select_from_step=max([h.select_from_step for h in job.hooks] + [0]),
                           on_step=at_step)
-    return {"teacher": str(teacher_dir), "teacher_test": evaluate(teacher, enc["test"], job.data.num_labels),
-            **result.metrics()}
+    teacher_test = ({"teacher_test": evaluate(teacher, enc["test"], job.data.num_labels)}
+                    if "test" in enc else {})
+    return {"teacher": str(teacher_dir), **teacher_test, **result.metrics()}
 
 
 def prune(model_dir: Path, data: TextClassificationData, cfg: PruneConfig, out_dir: Path, work_dir: Path,
@@ -158,7 +159,9 @@ def prune(model_dir: Path, data: TextClassificationData, cfg: PruneConfig, out_d
     tokenizer = load_tokenizer(model_dir)
     model = load_classifier(model_dir).eval()
     before = sparsity_report(model, model_dir)
-    test_before = evaluate(model, encode_split(tokenizer, data.splits["test"], max_length), data.num_labels)
+    selecting = "test" not in data.splits  # model selection: the test split is withheld
+    test_before = (None if selecting else
+                   evaluate(model, encode_split(tokenizer, data.splits["test"], max_length), data.num_labels))
     job = PruneJob(model, tokenizer, data, cfg, max_length, seed)
     info = PRUNE_METHODS[cfg.method](job)
     enc = {name: encode_split(job.tokenizer, split, max_length) for name, split in data.splits.items()}
@@ -167,14 +170,14 @@ def prune(model_dir: Path, data: TextClassificationData, cfg: PruneConfig, out_d
         recovery = _recover(job, teacher_dir or model_dir, enc, work_dir, progress)
     for hook in job.hooks:
         info.update(hook.finish())
-    test = evaluate(model, enc["test"], data.num_labels)
+    test = None if selecting else evaluate(model, enc["test"], data.num_labels)
     model.save_pretrained(out_dir, safe_serialization=True)
     job.tokenizer.save_pretrained(out_dir)
     after = sparsity_report(model, out_dir)
+    scores = {} if selecting else {"test": test, "test_before": test_before,
+                                   "retention": test["accuracy"] / test_before["accuracy"]}
     return {
-        "method": cfg.method, **info,
-        "test": test, "test_before": test_before,
-        "retention": test["accuracy"] / test_before["accuracy"],
+        "method": cfg.method, **info, **scores,
         "params": after["params"], "params_before": before["params"],
         "sparsity_report": {"before": before, "after": after},
         "recovery": recovery,

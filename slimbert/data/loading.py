@@ -41,11 +41,38 @@ class Split:
         )
 
 
+class WithheldSplits(dict):
+    """Splits with some withheld: absent from ``in`` and iteration, and an error to read.
+
+    Model selection (``slimbert optimize``) trains and ranks candidates on data whose test
+    split is withheld this way, so no stage can read it before the one confirmation.
+    """
+
+    def __init__(self, splits: dict[str, Split], withheld: tuple[str, ...]):
+        super().__init__({k: v for k, v in splits.items() if k not in withheld})
+        self.withheld = withheld
+
+    def __getitem__(self, name: str) -> Split:
+        if name in self.withheld:
+            raise DataError(f"the {name} split is withheld while candidates are selected; a stage "
+                            "that reads it cannot run inside a search.",
+                            hint="run that stage in a recipe of its own, not in `slimbert optimize`.")
+        return super().__getitem__(name)
+
+
 @dataclass
 class TextClassificationData:
     splits: dict[str, Split]
     label_names: list[str]
     info: dict[str, Any] = field(default_factory=dict)  # provenance, recorded in manifests
+    # the whole dataset's fingerprint, kept by a view that withholds splits: a stage trained
+    # without reading the test split is keyed on the same data as one that could read it
+    whole_fingerprint: str | None = None
+
+    def withholding(self, *names: str) -> TextClassificationData:
+        """This data with the ``names`` splits withheld (see WithheldSplits)."""
+        return TextClassificationData(WithheldSplits(self.splits, names), self.label_names,
+                                      {**self.info, "withheld": list(names)}, self.fingerprint)
 
     @property
     def num_labels(self) -> int:
@@ -54,6 +81,8 @@ class TextClassificationData:
     @property
     def fingerprint(self) -> str:
         """sha256 over every example and label, so caches key on content, not names."""
+        if self.whole_fingerprint is not None:
+            return self.whole_fingerprint
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.label_names).encode())
         for name in SPLITS:

@@ -1,0 +1,89 @@
+"""`slimbert.optimize(...)`: one call from a model and data to the best artifact per target."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slimbert.search.config import OptimizeConfig
+
+STAGE = "optimize"
+
+
+@dataclass
+class OptimizeResult:
+    out_dir: Path
+    report: dict[str, Any]
+
+    def folder(self, target: str) -> Path:
+        """The chosen artifact's folder for ``target``: model/ to deploy, report.json to gate."""
+        return self.out_dir / STAGE / self.report["chosen"][target]["folder"]
+
+
+def _default_recipe() -> dict[str, Any]:
+    from importlib import resources
+
+    from slimbert.schema import load_yaml
+
+    return load_yaml(resources.files("slimbert.recipes").joinpath("default.yaml").read_text())
+
+
+def needs_finetune(model_dir: Path, label_names: list[str]) -> bool:
+    """Whether ``model_dir`` lacks a classification head for exactly these labels."""
+    from slimbert.models import has_classification_head
+
+    if not has_classification_head(model_dir):
+        return True
+    config = json.loads((model_dir / "config.json").read_text())
+    names = [str(v) for _, v in sorted((int(k), v) for k, v in (config.get("id2label") or {}).items())]
+    generic = all(n == f"LABEL_{i}" for i, n in enumerate(names))  # unnamed: matched by position
+    return len(names) != len(label_names) or not (generic or names == [str(n) for n in label_names])
+
+
+def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: OptimizeConfig, *,
+                    seed: int = 0) -> dict[str, Any]:
+    """The recipe `slimbert optimize` runs: a teacher fine-tune where MODEL needs one, then the search.
+
+    Without MODEL it is the built-in default's model, data and teacher settings, so a
+    search in the default run's folder starts from the teacher that run trained.
+    """
+    from slimbert.data import DatasetConfig, load_dataset
+    from slimbert.models import resolve_model
+    from slimbert.schema import from_dict, to_dict
+    from slimbert.search.strategy import check_dev_split, check_targets
+
+    default = _default_recipe()
+    teacher_stage = next(s for s in default["stages"] if s["type"] == "finetune")
+    model = model or default["model"]
+    dataset = dataset if dataset is not None else default["dataset"]
+    data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
+    # what can be checked before anything is trained or written: targets, the dev split's size
+    check_targets(cfg.targets)
+    check_dev_split(data.splits["dev"].labels, data.num_labels, cfg.max_drop)
+    stages = []
+    if needs_finetune(resolve_model(model), data.label_names):
+        stages.append(dict(teacher_stage))
+    stages.append({"name": STAGE, "type": "optimize", "input": stages[0]["name"] if stages else "model",
+                   **to_dict(cfg)})
+    return {"name": "optimize", "model": model, "seed": seed, "dataset": dataset, "stages": stages}
+
+
+def optimize(model: str | None = None, dataset: dict[str, Any] | None = None, *,
+             out: Path | str = "runs/optimize", seed: int = 0, progress: bool = True,
+             **settings: Any) -> OptimizeResult:
+    """Find the fastest artifact per target within an accuracy budget (see OptimizeConfig).
+
+    >>> slimbert.optimize(targets=["ort-cpu"], max_drop=2.0)          # the built-in default
+    >>> slimbert.optimize("my-model/", {"source": "reviews.csv"}, targets=["ort-cpu"])
+    """
+    from slimbert.pipeline import run_recipe
+    from slimbert.recipe import recipe_from_dict
+    from slimbert.schema import from_dict
+
+    cfg = from_dict(OptimizeConfig, settings, source="optimize settings")
+    recipe = recipe_from_dict(optimize_recipe(model, dataset, cfg, seed=seed), "optimize settings")
+    result = run_recipe(recipe, out, progress=progress)
+    report = json.loads((result.artifact(STAGE).path / "report.json").read_text())
+    return OptimizeResult(Path(out), report)

@@ -1,0 +1,72 @@
+"""What `slimbert optimize` searches and what it must respect (torch-free: recipes parse fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+DISTILL_VARIANTS = ("kd", "kd-aug")
+
+
+@dataclass
+class PruneFractions:
+    """One structured-pruning setting: fraction of heads per layer and of FFN neurons removed."""
+
+    heads: float = 0.25
+    ffn: float = 0.4
+
+    def __post_init__(self) -> None:
+        for name in ("heads", "ffn"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"prune {name} fraction must be in [0, 1), got {getattr(self, name)}")
+
+
+@dataclass
+class OptimizeConfig:
+    """The search: targets, accuracy budget, time budget, and the space of candidates.
+
+    Candidates are compared on the dev split only; the test split is read once, for the
+    artifact chosen per target, and its drop against the teacher is confirmed with the
+    gate's statistics (paired bootstrap CI, McNemar).
+    """
+
+    targets: list[str] = field(default_factory=lambda: ["ort-cpu"])
+    max_drop: float = 1.0  # points of `metric` the chosen artifact may lose against the teacher
+    metric: Literal["accuracy", "macro_f1"] = "accuracy"
+    time_budget_min: float | None = None  # None: no limit
+    # student depths: a fraction of the teacher's layers (< 1) or a layer count (>= 1);
+    # the teacher itself is always a candidate (depth "none")
+    depths: list[float] = field(default_factory=lambda: [1 / 2, 1 / 3])
+    distill: list[Literal["kd", "kd-aug"]] = field(default_factory=lambda: ["kd", "kd-aug"])
+    prune: list[PruneFractions] = field(default_factory=lambda: [PruneFractions()])
+    vocab: bool = True  # also try each model with the vocabulary the training texts use
+    # successive halving: every (depth, recipe) first trains `short_epochs`, the best
+    # `survivors` by dev score then train `epochs` and go on to pruning and quantization
+    short_epochs: int = 1
+    epochs: int = 6
+    survivors: int = 2
+    lr: float = 1e-4  # students and pruning recovery (the distillation ablation's setting)
+    batch_size: int = 32
+    seq_len: int = 128  # latency is p50 at batch 1 and this many tokens
+    bench_budget_s: float = 2.0  # seconds of latency timing per artifact and runtime
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.max_drop < 0:
+            raise ValueError(f"max_drop must be >= 0 points, got {self.max_drop}")
+        if not self.targets:
+            raise ValueError("targets must name at least one runtime (e.g. [ort-cpu])")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            raise ValueError(f"time_budget_min must be > 0 minutes, got {self.time_budget_min}")
+        if any(d <= 0 for d in self.depths):
+            raise ValueError(f"depths must be fractions of the teacher's layers or layer counts > 0, "
+                             f"got {self.depths}")
+        if self.short_epochs < 1 or self.epochs < self.short_epochs:
+            raise ValueError(f"need 1 <= short_epochs <= epochs, got {self.short_epochs} and {self.epochs}")
+        if self.depths and not self.distill:
+            raise ValueError(f"the search space has no students: depths {self.depths} but no distill "
+                             "recipe; name one (kd, kd-aug), or set depths: [] to search quantization alone")
+        if self.survivors < 1:
+            raise ValueError(f"survivors must be >= 1, got {self.survivors}")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")

@@ -1,0 +1,74 @@
+"""Choosing on dev, confirming on test: the Pareto front, the pick, and its proof.
+
+Candidates are ranked by what dev says. The test split is read once per target, for the
+artifact chosen there and the teacher, and the drop between them is reported with the
+gate's statistics. A confirmed drop beyond the budget is said plainly, with the next
+candidate's dev numbers; the choice is never remade on test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from slimbert.gate import discordant_pairs, mcnemar_p, paired_bootstrap_ci, score
+
+
+@dataclass
+class Point:
+    """One candidate artifact on one target, measured on dev."""
+
+    target: str
+    artifact: str
+    runtime: str
+    lineage: list[str]  # stages from the teacher to the artifact
+    dev_score: float  # percent
+    dev_drop: float  # points below the teacher on dev (negative: better)
+    agreement: float  # share of dev predictions equal to the teacher's
+    p50_ms: float  # batch 1
+    size_mb: float
+    train_seconds: float  # what making its stages cost
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pareto_front(points: list[Point]) -> list[Point]:
+    """Points no other point beats on dev score, latency and size at once."""
+
+    def dominates(a: Point, b: Point) -> bool:
+        no_worse = a.dev_score >= b.dev_score and a.p50_ms <= b.p50_ms and a.size_mb <= b.size_mb
+        better = a.dev_score > b.dev_score or a.p50_ms < b.p50_ms or a.size_mb < b.size_mb
+        return no_worse and better
+
+    return [p for p in points if not any(dominates(q, p) for q in points if q is not p)]
+
+
+def ranked_within_budget(points: list[Point], max_drop: float) -> list[Point]:
+    """Points within the budget on dev, fastest first (ties: the higher dev score)."""
+    return sorted((p for p in points if p.dev_drop <= max_drop), key=lambda p: (p.p50_ms, -p.dev_score))
+
+
+def examples_to_resolve(points: float, discordance: float = 0.05, z: float = 1.96) -> int:
+    """Paired examples needed for a 95% interval of +-``points`` on a drop, at this share of
+    examples where teacher and candidate disagree (5%: a close student)."""
+    return math.ceil(z * z * discordance / (points / 100) ** 2)
+
+
+def confirm(labels: np.ndarray, teacher_preds: np.ndarray, chosen_preds: np.ndarray, *, metric: str,
+            num_classes: int, max_drop: float, confidence: float, seed: int,
+            samples: int = 10_000) -> dict:
+    """Drop of the chosen artifact against the teacher on test: point, CI and McNemar p."""
+    base = score(labels, teacher_preds, metric, num_classes)
+    cand = score(labels, chosen_preds, metric, num_classes)
+    low, high = paired_bootstrap_ci(labels, teacher_preds, chosen_preds, metric=metric,
+                                    num_classes=num_classes, samples=samples, confidence=confidence,
+                                    seed=seed)
+    b, c = discordant_pairs(labels, teacher_preds, chosen_preds)
+    drop = 100 * (base - cand)
+    return {"teacher_score": round(100 * base, 2), "test_score": round(100 * cand, 2),
+            "test_drop_points": round(drop, 2), "ci_low": round(100 * low, 2),
+            "ci_high": round(100 * high, 2),
+            "mcnemar_p": round(mcnemar_p(b, c), 4), "within_budget": drop <= max_drop}
