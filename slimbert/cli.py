@@ -100,12 +100,10 @@ def run(obj: dict, recipe: Path | None, out: Path | None, force: bool, rerun: tu
     parsed = load_recipe(recipe)
     out = out or Path("runs") / parsed.name
     if dry_run:
+        from slimbert.summary import render_plan
+
         click.echo(f"run folder: {out} (dry run: nothing is run or written)")
-        planned = plan_recipe(parsed, out, force=force, rerun=rerun)
-        width = max([16, *(len(s.name) for s in planned)])
-        for stage in planned:
-            what = "reuse" if stage.reason is None else f"run    ({stage.reason})"
-            click.echo(f"  {stage.name:<{width}} {stage.type:<18} {what}")
+        click.echo(render_plan(plan_recipe(parsed, out, force=force, rerun=rerun)))
         return
     _print_run(run_recipe(parsed, out, force=force, rerun=rerun, progress=obj["progress"]))
 
@@ -146,6 +144,46 @@ def compress(obj: dict, stage: str, model: str, sets: tuple[str, ...], out: Path
     with options_named():
         _print_run(compress_model(model, stage, parse_sets(sets), out=out, name=name, dataset=dataset,
                                   seed=seed, progress=obj["progress"]))
+
+
+@main.command()
+@click.argument("model", required=False)
+@dataset_options
+@click.option("--target", "targets", default="ort-cpu", show_default=True, metavar="T[,T...]",
+              help="ort-cpu, ort-mobile, torch-cpu, executorch-xnnpack, torch-cuda-*: one choice each.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="POINTS",
+              help="Accuracy budget: points of --metric the chosen model may lose against the teacher.")
+@click.option("--metric", type=click.Choice(["accuracy", "macro_f1"]), default="accuracy", show_default=True)
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, metavar="MINUTES",
+              help="Stop searching after this long and choose among what was measured.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Narrow the search (docs/optimize.md): depths=[0.5] distill=[kd] prune=[] vocab=false.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/optimize"),
+              show_default=True, help="Run folder; searches into the same folder share their candidates.")
+@click.pass_obj
+def optimize(obj: dict, model: str | None, targets: str, max_drop: float, metric: str,
+             time_budget: float | None, sets: tuple[str, ...], out: Path, **kw) -> None:
+    """The fastest model per target within an accuracy budget, chosen on dev, proven on test.
+
+    Searches distillation depth x recipe x pruning x quantization x runtime, cheap first, and
+    confirms each choice once on test with the gate's statistics. MODEL (default: the built-in
+    MiniLM) is fine-tuned first if it has no classification head for the dataset's labels.
+
+    \b
+    Examples:
+      slimbert optimize --target ort-cpu --max-drop 1.0
+      slimbert optimize my-model/ --dataset reviews.csv --target ort-cpu,ort-mobile --max-drop 2
+      slimbert optimize --target ort-cpu --time-budget 45 --set depths=[0.5]
+    """
+    import slimbert
+
+    dataset, seed = given_dataset(kw)
+    settings = {**parse_sets(sets), "targets": [t.strip() for t in targets.split(",") if t.strip()],
+                "max_drop": max_drop, "metric": metric, "time_budget_min": time_budget}
+    with options_named():
+        result = slimbert.optimize(model, dataset or None, out=out, seed=seed, progress=obj["progress"],
+                                   **settings)
+    click.echo(result.summary())
 
 
 @main.command()
@@ -218,9 +256,7 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, targets: st
     if list_targets:
         from slimbert.api import list_targets as targets_here
 
-        for target in targets_here():
-            state = "available" if target.unavailable is None else f"unavailable: {target.unavailable}"
-            click.echo(f"{target.name:<21} {target.kind:<11} {target.device:<7} {state}")
+        click.echo("\n".join(target.line() for target in targets_here()))
         return
     if not artifacts:
         raise click.UsageError("give at least one artifact folder, or --list-targets")
@@ -344,21 +380,10 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
     numpy, tokenizers and onnxruntime (or executorch and torch for .pte), not slimbert.
 
     \b
-    devices.yaml (paths are relative to the file; see examples/devices.yaml):
-      pi4:                          # a name of your choice: --device pi4
-        transport: ssh
-        host: 192.168.1.42
-        user: pi
-        key: keys/pi4               # identity file (ssh-copy-id -i keys/pi4.pub pi@...)
-        known_hosts: keys/known_hosts   # host keys (default ~/.ssh/known_hosts); unknown: refused
-        # trust_on_first_use: true  # or accept the first key seen (ssh-keyscan is safer)
-        keep: 3                     # releases kept for --rollback
-        python: /home/pi/venv/bin/python   # default: python3
-        threads: 4                  # optional, for --bench
-      pixel:
-        transport: adb
-        serial: 1A2B3C4D            # as `adb devices` lists it
-        python: /data/local/tmp/py/bin/python3   # a Python the adb shell user can run
+    devices.yaml (paths relative to it; examples/devices.yaml documents every field):
+      pi4: {transport: ssh, host: 192.168.1.42, user: pi, key: keys/pi4,
+            known_hosts: keys/known_hosts, keep: 3, python: /home/pi/venv/bin/python}
+      pixel: {transport: adb, serial: 1A2B3C4D, python: /data/local/tmp/py/bin/python3}
 
     \b
     Examples:
@@ -369,19 +394,11 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
       slimbert deploy --device pi4 --rollback
       slimbert deploy --device pi4 --to 3f2a      # any kept release
     """
-    modes = [flag for flag, on in (("ARTIFACT", artifact is not None), ("--status", show_status),
-                                   ("--rollback", rollback or to_release is not None)) if on]
-    if len(modes) != 1:
-        raise click.UsageError("give an ARTIFACT to deploy, or --status, or --rollback"
-                               + (f" (not {' and '.join(modes)} together)." if modes else "."))
-    if bench and artifact is None:
-        raise click.UsageError("--bench times a fresh deploy: give an ARTIFACT.")
-    if (report or batch_sizes or seq_len or threads) and not bench:
-        raise click.UsageError("--report, --batch-sizes, --seq-len and --threads go with --bench.")
-    if (keep or min_agreement) and artifact is None:
-        raise click.UsageError("--keep and --min-agreement go with a deploy: give an ARTIFACT.")
     from slimbert.deploy import api
 
+    api.check_deploy_options(artifact=artifact, status=show_status, rollback=bool(rollback or to_release),
+                             bench=bench, bench_settings=bool(report or batch_sizes or seq_len or threads),
+                             deploy_settings=bool(keep or min_agreement))
     if show_status or rollback or to_release is not None:
         if rollback or to_release is not None:
             device, state = api.rollback_device(device_name, devices_file, steps=max(rollback, 1),
@@ -412,10 +429,7 @@ def assets_list() -> None:
     from slimbert.assets import cache_root
 
     click.echo(f"cache: {cache_root()}  (set SLIMBERT_CACHE to move it)")
-    for asset in list_assets():
-        state = "cached" if asset.is_cached() else "not fetched"
-        click.echo(f"{asset.name:<12} {asset.kind:<8} {state:<12} {asset.description} "
-                   f"[{asset.requirement}, {asset.license}]")
+    click.echo("\n".join(asset.line() for asset in list_assets()))
 
 
 @assets.command("fetch")

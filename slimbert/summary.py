@@ -73,3 +73,10 @@ def render_run(result: Any) -> tuple[str, list[str]]:
     if result.report_path is not None:
         lines += ["", result.report_path.read_text()]
     return "\n".join(lines), warnings
+
+
+def render_plan(planned: list[Any]) -> str:
+    """`slimbert run --dry-run`: each stage, reused or run, and why."""
+    width = max([16, *(len(s.name) for s in planned)])
+    return "\n".join(f"  {stage.name:<{width}} {stage.type:<18} "
+                     + ("reuse" if stage.reason is None else f"run    ({stage.reason})") for stage in planned)

@@ -33,7 +33,8 @@ def test_every_command_has_a_python_twin():
     from slimbert.cli import main
 
     twins = {"compress": "compress_model", "export": "export_model", "bench": "bench_models",
-             "gate": "gate_models", "deploy": "deploy_model", "assets": "list_assets", "run": "run_recipe"}
+             "gate": "gate_models", "deploy": "deploy_model", "assets": "list_assets", "run": "run_recipe",
+             "optimize": "optimize"}
     assert set(main.commands) == set(twins)
     assert all(callable(getattr(slimbert, twin)) for twin in [*twins.values(), "list_targets", "fetch_assets",
                                                               "device_status", "rollback_device"])

@@ -67,6 +67,22 @@ def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchC
     return result
 
 
+def check_deploy_options(*, artifact: Path | str | None, status: bool, rollback: bool, bench: bool,
+                         bench_settings: bool, deploy_settings: bool) -> None:
+    """One thing at a time: deploy an artifact (optionally timed), show the status, or roll back."""
+    modes = [flag for flag, on in (("ARTIFACT", artifact is not None), ("--status", status),
+                                   ("--rollback", rollback)) if on]
+    if len(modes) != 1:
+        raise DeployError("give an ARTIFACT to deploy, or --status, or --rollback"
+                          + (f" (not {' and '.join(modes)} together)." if modes else "."))
+    if bench and artifact is None:
+        raise DeployError("--bench times a fresh deploy: give an ARTIFACT.")
+    if bench_settings and not bench:
+        raise DeployError("--report, --batch-sizes, --seq-len and --threads go with --bench.")
+    if deploy_settings and artifact is None:
+        raise DeployError("--keep and --min-agreement go with a deploy: give an ARTIFACT.")
+
+
 def _device(name: str, devices: Path | str, trust_on_first_use: bool) -> Device:
     device = get_device(Path(devices), name)
     device.trust_on_first_use = device.trust_on_first_use or trust_on_first_use

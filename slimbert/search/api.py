@@ -17,6 +17,26 @@ class OptimizeResult:
     out_dir: Path
     report: dict[str, Any]
 
+    def summary(self) -> str:
+        """Each target's choice and its proof, as `slimbert optimize` prints it."""
+        lines = []
+        for target, chosen in self.report["chosen"].items():
+            point, c = chosen.get("point"), chosen.get("confirmation") or {}
+            if point is None:
+                lines.append(f"{target}: nothing chosen: {chosen['why']}")
+                continue
+            verdict = "within budget" if c["within_budget"] else "BEYOND the budget on test"
+            speedup = c.get("speedup_vs_teacher_onnx") or c.get("speedup_vs_teacher_torch")
+            lines.append(f"{target}: {point['artifact']} on {point['runtime']}: test drop "
+                         f"{c['test_drop_points']:+.2f} points (95% CI {c['ci_low']:+.2f} to "
+                         f"{c['ci_high']:+.2f}, McNemar p {c['mcnemar_p']:.3g}), {verdict}; "
+                         f"{c['test_p50_ms']:.2f} ms at batch 1, {speedup:.2f}x the teacher; "
+                         f"{self.folder(target)}")
+        skipped = f"; {len(self.report['not_tried'])} not tried" if self.report["not_tried"] else ""
+        count = len(self.report["candidates"])
+        lines.append(f"report: {self.out_dir / 'report.md'} ({count} candidates{skipped})")
+        return "\n".join(lines)
+
     def folder(self, target: str) -> Path:
         """The chosen artifact's folder for ``target``: model/ to deploy, report.json to gate."""
         return self.out_dir / STAGE / self.report["chosen"][target]["folder"]
@@ -43,12 +63,13 @@ def needs_finetune(model_dir: Path, label_names: list[str]) -> bool:
 
 
 def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: OptimizeConfig, *,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int | None = None) -> dict[str, Any]:
     """The recipe `slimbert optimize` runs: a teacher fine-tune where MODEL needs one, then the search.
 
     Without MODEL it is the built-in default's model, data and teacher settings, so a
     search in the default run's folder starts from the teacher that run trained.
     """
+    from slimbert.adhoc import dataset_and_seed
     from slimbert.data import DatasetConfig, load_dataset
     from slimbert.models import resolve_model
     from slimbert.schema import from_dict, to_dict
@@ -56,8 +77,11 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
 
     default = _default_recipe()
     teacher_stage = next(s for s in default["stages"] if s["type"] == "finetune")
+    if model is None and not dataset:  # the built-in default, data settings included
+        dataset, seed = default["dataset"], default["seed"] if seed is None else seed
+    else:  # a model slimbert made keeps the split it was trained on (never scored on its training data)
+        dataset, seed = dataset_and_seed(model or default["model"], dataset, seed)
     model = model or default["model"]
-    dataset = dataset if dataset is not None else default["dataset"]
     data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
     # what can be checked before anything is trained or written: targets, the dev split's size
     check_targets(cfg.targets)
@@ -71,7 +95,7 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
 
 
 def optimize(model: str | None = None, dataset: dict[str, Any] | None = None, *,
-             out: Path | str = "runs/optimize", seed: int = 0, progress: bool = True,
+             out: Path | str = "runs/optimize", seed: int | None = None, progress: bool = True,
              **settings: Any) -> OptimizeResult:
     """Find the fastest artifact per target within an accuracy budget (see OptimizeConfig).
 
