@@ -139,6 +139,16 @@ CASES = {
                                           "--report", "{not-a-report}"], ["--report", "--bench"]),
     "deploy: nothing to do": (["deploy", "--device", "pi", "--devices", "{devices}"],
                               ["ARTIFACT", "--status"]),
+    # optimize
+    "optimize: a target no runtime has": (["optimize", "{model}", *DATA, "--target", "tflite",
+                                           "--out", "{out}"], ["'tflite'", "known targets"]),
+    "optimize: a negative --max-drop": (["optimize", "{model}", *DATA, "--max-drop", "-1", "--out", "{out}"],
+                                        ["--max-drop"]),
+    "optimize: a search space with no students": (["optimize", "{model}", *DATA, "--set", "depths=[0.5]",
+                                                   "--set", "distill=[]", "--out", "{out}"],
+                                                  ["no students", "distill"]),
+    "optimize: a dev split too small to rank": (["optimize", "{model}", *DATA, "--out", "{out}"],
+                                                ["dev split has 40 examples", "resolving 1 point"]),
     # assets
     "assets: unknown asset": (["assets", "fetch", "gpt-5"], ["'gpt-5'", "minilm-l6"]),
 }

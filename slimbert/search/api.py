@@ -69,11 +69,13 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     Without MODEL it is the built-in default's model, data and teacher settings, so a
     search in the default run's folder starts from the teacher that run trained.
     """
+    from transformers import AutoConfig
+
     from slimbert.adhoc import dataset_and_seed
     from slimbert.data import DatasetConfig, load_dataset
     from slimbert.models import resolve_model
     from slimbert.schema import from_dict, to_dict
-    from slimbert.search.strategy import check_dev_split, check_targets
+    from slimbert.search.strategy import check_dev_split, check_targets, check_time_budget
 
     default = _default_recipe()
     teacher_stage = next(s for s in default["stages"] if s["type"] == "finetune")
@@ -82,13 +84,18 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     else:  # a model slimbert made keeps the split it was trained on (never scored on its training data)
         dataset, seed = dataset_and_seed(model or default["model"], dataset, seed)
     model = model or default["model"]
-    data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
+    data_cfg = from_dict(DatasetConfig, dataset, source="optimize dataset")
+    data = load_dataset(data_cfg, seed=seed)
     # what can be checked before anything is trained or written: targets, the dev split's size
     check_targets(cfg.targets)
     check_dev_split(data.splits["dev"].labels, data.num_labels, cfg.max_drop)
     stages = []
-    if needs_finetune(resolve_model(model), data.label_names):
+    teacher = resolve_model(model)
+    if needs_finetune(teacher, data.label_names):
         stages.append(dict(teacher_stage))
+    elif cfg.time_budget_min is not None and cfg.depths:  # the teacher exists: measure it now
+        check_time_budget(teacher, data, cfg, AutoConfig.from_pretrained(teacher).num_hidden_layers,
+                          data_cfg.max_length)
     stages.append({"name": STAGE, "type": "optimize", "input": stages[0]["name"] if stages else "model",
                    **to_dict(cfg)})
     return {"name": "optimize", "model": model, "seed": seed, "dataset": dataset, "stages": stages}
