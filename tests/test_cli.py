@@ -21,7 +21,8 @@ def test_help_for_every_command(command):
 
 
 def test_only_working_commands_exist():
-    assert set(main.commands) == {"run", "compress", "export", "bench", "assets", "gate", "deploy"}
+    assert set(main.commands) == {"run", "compress", "optimize", "export", "bench", "assets", "gate",
+                                  "deploy"}
 
 
 def write_recipe(tmp_path, data):
