@@ -17,29 +17,15 @@ from slimbert.cli_options import (
     options_named,
     parse_sets,
 )
-from slimbert.errors import SlimbertError
-from slimbert.process import setup_logging, sigterm_as_interrupt
+from slimbert.process import exit_codes, setup_logging, sigterm_as_interrupt
 
 
 class SlimbertGroup(click.Group):
-    """Turns SlimbertErrors into a one-paragraph message and exit code, no traceback."""
+    """Exit codes for everything a command raises: see process.exit_codes."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        with sigterm_as_interrupt():  # `kill` or a CI timeout stops slimbert as Ctrl-C does
-            return self._invoke(ctx)
-
-    def _invoke(self, ctx: click.Context) -> Any:
-        try:
+        with sigterm_as_interrupt(), exit_codes(ctx):  # `kill` or a CI timeout stops it as Ctrl-C does
             return super().invoke(ctx)
-        except SlimbertError as exc:
-            click.secho(f"error: {exc.message}", fg="red", err=True)
-            if exc.hint:
-                click.echo(f"  fix: {exc.hint}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted: finished stages are kept; rerun the same command to "
-                       "resume from the last checkpoint.", err=True)
-            ctx.exit(130)
 
 
 @click.group(cls=SlimbertGroup, context_settings={"help_option_names": ["-h", "--help"]})

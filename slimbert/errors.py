@@ -1,7 +1,7 @@
 """One error family for everything a user can get wrong.
 
 The CLI prints a SlimbertError as one paragraph (what was wrong, where, what to do) and
-exits with its ``exit_code``; anything else is a bug and keeps its traceback.
+exits with its ``exit_code``; anything else is a bug: it keeps its traceback and exits 3.
 """
 
 from __future__ import annotations

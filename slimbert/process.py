@@ -52,3 +52,37 @@ def sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def exit_codes(ctx: Any) -> Iterator[None]:
+    """A command's outcome as an exit code (``ctx``: the click context).
+
+    2 (or the error's own code, 1 for a failed gate or health check): a SlimbertError, printed
+    as one paragraph without a traceback; 130: interrupted (finished stages are kept); 3: any
+    other exception, which is a bug: its traceback is printed. CI can tell them apart.
+    """
+    import click
+
+    from slimbert.errors import SlimbertError
+
+    try:
+        yield
+    except SlimbertError as exc:
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            click.echo(f"  fix: {exc.hint}", err=True)
+        ctx.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished stages are kept; rerun the same command to "
+                   "resume from the last checkpoint.", err=True)
+        ctx.exit(130)
+    except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        click.secho("internal error: this is a bug in slimbert, not a problem with your input; "
+                    "please report it with the traceback above.", fg="red", err=True)
+        ctx.exit(3)

@@ -260,3 +260,16 @@ def test_settings_errors_name_the_option_typed():
     assert option_name("dataset.max_length") == "--max-length"
     assert option_name("dataset.source") == "--dataset"
     assert option_name("seed") == "--seed"
+
+
+def test_an_internal_error_exits_3_with_its_traceback(monkeypatch):
+    """A bug is not a failed gate (1) nor bad input (2): CI can tell the three apart."""
+    import slimbert.api
+
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(slimbert.api, "list_targets", broken)
+    result = CliRunner().invoke(main, ["bench", "--list-targets"])
+    assert result.exit_code == 3, result.output
+    assert "RuntimeError: boom" in result.output and "internal error" in result.output

@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from slimbert.bench.config import BenchConfig, BenchEntry
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.bench.report import BenchReport, BenchRow
@@ -113,6 +115,19 @@ def check_targets(cfg: BenchConfig) -> None:
         raise SlimbertError(f"unknown bench target {unknown[0]!r} (--targets); known: {', '.join(runtimes)}.")
 
 
+def _check_finite(logits: np.ndarray, row: str) -> None:
+    """Refuse NaN or infinite logits: argmax would read them as class 0, and on a skewed split a
+    broken fp16/FP8 graph could then look accurate."""
+    bad = ~np.isfinite(logits).all(axis=-1)
+    if bad.any():
+        first = [int(i) for i in np.flatnonzero(bad)[:5]]
+        raise SlimbertError(
+            f"{row}: {int(bad.sum())} of {len(logits)} examples have non-finite logits (NaN or inf; "
+            f"examples {', '.join(map(str, first))}{', ...' if bad.sum() > 5 else ''}).",
+            hint="the artifact or runtime is numerically broken (an fp16/FP8 overflow?): re-export it, "
+                 "or bench it on another target.")
+
+
 def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
               max_length: int, name: str = "bench", progress: bool = True) -> dict[str, Any]:
     """Benchmark ``entries``; returns the report as its JSON mapping (``bench_report`` gives it typed)."""
@@ -170,6 +185,7 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
         if hasattr(session, "fit_to_lengths"):  # graph-captured runtimes: buckets from the data
             session.fit_to_lengths([len(ids) for ids in enc.input_ids])
         logits = session.predict(enc, cfg.eval_batch_size)
+        _check_finite(logits, f"{entry.name} on {runtime.name}")
         accuracy = classification_metrics(enc.labels, logits.argmax(-1), data.num_labels)
         latency = []
         for batch_size in cfg.batch_sizes:

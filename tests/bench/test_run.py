@@ -52,3 +52,25 @@ def test_retention_of_a_reference_that_scores_zero_is_left_blank(tmp_path, tiny_
     monkeypatch.setattr(run, "classification_metrics", lambda *a, **k: {"accuracy": 0.0, "macro_f1": 0.0})
     report = bench(tiny_classifier, relabelled_csv(tmp_path, {"neg": "neg", "pos": "pos"}))
     assert report["rows"][0]["retention"] is None
+
+
+def test_non_finite_logits_fail_the_bench_counted_and_named(tmp_path, tiny_classifier, monkeypatch):
+    """A broken fp16/FP8 graph gives NaN; argmax would call it class 0 and score it."""
+    import numpy as np
+
+    from slimbert.runtimes.base import Session
+
+    real = Session.predict
+
+    def half_broken(self, enc, batch_size=64, **kw):
+        logits = real(self, enc, batch_size, **kw)
+        logits[::3] = np.nan
+        return logits
+
+    monkeypatch.setattr(Session, "predict", half_broken)
+    csv = write_csv(tmp_path / "data.csv", make_sentences(60, seed=3))
+    data = load_dataset(DatasetConfig(source=str(csv), max_length=16))
+    with pytest.raises(SlimbertError, match=r"model on torch-cpu: \d+ of \d+ examples have non-finite"):
+        run_bench([BenchEntry("model", tiny_classifier, "hf-model")], data,
+                  BenchConfig(targets=["torch-cpu"], batch_sizes=[1], seq_len=8, warmup=0, min_iters=1,
+                              max_iters=1, budget_s=0.01), max_length=16, progress=False)
