@@ -272,8 +272,9 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, targets: st
               help="Largest allowed drop in percentage points; 'none' for no limit.")
 @click.option("--min-retention", type=float, metavar="RATIO",
               help="Smallest allowed candidate/baseline ratio of the metric, e.g. 0.985.")
-@click.option("--require-significance", is_flag=True,
-              help="Pass only if the bootstrap CI's upper bound of the drop is within --max-drop.")
+@click.option("--require-significance/--point-estimate", default=None,
+              help="[default: --require-significance] The bootstrap CI's upper bound of the drop must be "
+                   "within --max-drop too; --point-estimate: the measured drop alone.")
 @click.option("--confidence", default=0.95, show_default=True,
               help="Level of the bootstrap CI (and of 'significant' in the summary).")
 @click.option("--max-latency-ratio", type=float, metavar="X",
@@ -298,9 +299,8 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
                                -> candidate 85.2% passes (drop 0.8), 84.9% fails (1.1)
       --min-retention 0.985    candidate/baseline >= 0.985: 86.0% -> 84.8% keeps
                                0.986 and passes, 84.6% keeps 0.984 and fails
-      --require-significance   also demand that the data *show* the drop is within
-                               --max-drop: on a few hundred examples even a 0.3-point
-                               drop has a 95% CI reaching past 1 point, and fails
+      (by default)             the data must also *show* the drop is within --max-drop:
+                               the CI's upper bound too (--point-estimate: not)
       --max-latency-ratio 1.1  candidate p50 at batch 1 at most 1.1x the baseline's
                                (both rows from one report: measured side by side)
 
