@@ -91,11 +91,11 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     check_dev_split(data.splits["dev"].labels, data.num_labels, cfg.max_drop)
     stages = []
     teacher = resolve_model(model)
-    if needs_finetune(teacher, data.label_names):
-        stages.append(dict(teacher_stage))
-    elif cfg.time_budget_min is not None and cfg.depths:  # the teacher exists: measure it now
+    if cfg.time_budget_min is not None and cfg.depths:  # measured now: the base model runs as fast
         check_time_budget(teacher, data, cfg, AutoConfig.from_pretrained(teacher).num_hidden_layers,
                           data_cfg.max_length)
+    if needs_finetune(teacher, data.label_names):
+        stages.append(dict(teacher_stage))
     stages.append({"name": STAGE, "type": "optimize", "input": stages[0]["name"] if stages else "model",
                    **to_dict(cfg)})
     return {"name": "optimize", "model": model, "seed": seed, "dataset": dataset, "stages": stages}
