@@ -280,11 +280,13 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, targets: st
 @click.option("--max-latency-ratio", type=float, metavar="X",
               help="Largest allowed candidate/baseline p50 latency at batch 1 (rows of one report only).")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), help="Also write JUnit XML here.")
+@click.option("--verdict", type=click.Path(dir_okay=False, path_type=Path), metavar="GATE.json",
+              help="Also write the verdict with the candidate's fingerprint (deploy --require-gate).")
 @click.option("--summary", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the Markdown summary here.")
 def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: str | None,
          candidate_artifact: str | None, target: str | None, junit: Path | None, summary: Path | None,
-         **thresholds: Any) -> None:
+         verdict: Path | None, **thresholds: Any) -> None:
     """Fail CI when a candidate model loses accuracy against a baseline.
 
     Compares two rows of bench reports (the report.json of `slimbert run` or `bench`)
@@ -322,7 +324,7 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
         raise click.UsageError(str(exc)) from exc
     result = gate_reports(baseline_path, candidate_path, baseline_artifact=baseline_artifact,
                           candidate_artifact=candidate_artifact, target=target, config=cfg, junit=junit,
-                          summary=summary)
+                          summary=summary, verdict=verdict)
     click.echo(render_markdown(result), nl=False)
     if not result.passed:
         failed = "; ".join(check["message"] for check in result.checks if not check["passed"])
@@ -343,6 +345,8 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
               help="Releases kept on the device [default: devices.yaml's keep, else 3].")
 @click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Health check: share of recorded examples the device must predict as here [0.875].")
+@click.option("--require-gate", type=click.Path(dir_okay=False, path_type=Path), metavar="GATE.json",
+              help="Ship only the model a passed `slimbert gate --verdict GATE.json` measured.")
 @click.option("--trust-on-first-use", is_flag=True,
               help="ssh: accept a host key never seen before (default: it must be in known_hosts).")
 @click.option("--bench", is_flag=True, help="After installing, time the model on the device.")
@@ -354,7 +358,8 @@ def gate(baseline_path: Path, candidate_path: Path | None, baseline_artifact: st
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="With --bench [default: the device's, else all cores].")
 def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_status: bool, rollback: int,
-           to_release: str | None, keep: int | None, min_agreement: float | None, trust_on_first_use: bool,
+           to_release: str | None, keep: int | None, min_agreement: float | None, require_gate: Path | None,
+           trust_on_first_use: bool,
            bench: bool, report: Path | None, batch_sizes: list[int] | None, seq_len: int | None,
            threads: int | None) -> None:
     """Install the ARTIFACT (ONNX, ORT or ExecuTorch) on a device over SSH or adb, safely.
@@ -384,7 +389,7 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
 
     api.check_deploy_options(artifact=artifact, status=show_status, rollback=bool(rollback or to_release),
                              bench=bench, bench_settings=bool(report or batch_sizes or seq_len or threads),
-                             deploy_settings=bool(keep or min_agreement))
+                             deploy_settings=bool(keep or min_agreement or require_gate))
     if show_status or rollback or to_release is not None:
         if rollback or to_release is not None:
             device, state = api.rollback_device(device_name, devices_file, steps=max(rollback, 1),
@@ -397,7 +402,8 @@ def deploy(artifact: Path | None, device_name: str, devices_file: Path, show_sta
         return
     result = api.deploy_model(artifact, device_name, devices_file, bench=bench, report=report,
                               batch_sizes=batch_sizes, seq_len=seq_len, threads=threads, keep=keep,
-                              min_agreement=min_agreement, trust_on_first_use=trust_on_first_use)
+                              min_agreement=min_agreement, require_gate=require_gate,
+                              trust_on_first_use=trust_on_first_use)
     click.echo(api.render_deploy(result))
     if result.markdown is not None:
         click.echo(f"added to {report}; re-rendered {result.markdown}")

@@ -97,6 +97,9 @@ class GateResult:
     n: int
     split: str | None
     config: GateConfig = field(default_factory=GateConfig)
+    # the content hash of the candidate's artifact as its bench row recorded it: `deploy
+    # --require-gate` ships only that model
+    candidate_fingerprint: str | None = None
 
 
 # -- reading reports -----------------------------------------------------------------------
@@ -333,6 +336,7 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
         baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
         drop_ci=ci, mcnemar_p=mcnemar_p(b, c), discordant=(b, c), n=int(labels.size),
         split=baseline_report.dataset.get("split"), config=cfg,
+        candidate_fingerprint=candidate_row.fingerprint,
     )
 
 
@@ -433,12 +437,14 @@ def render_junit(result: GateResult) -> str:
 def gate_reports(baseline: Path | str, candidate: Path | str | None = None, *,
                  baseline_artifact: str | None = None, candidate_artifact: str | None = None,
                  target: str | None = None, config: GateConfig | None = None,
-                 junit: Path | str | None = None, summary: Path | str | None = None) -> GateResult:
+                 junit: Path | str | None = None, summary: Path | str | None = None,
+                 verdict: Path | str | None = None) -> GateResult:
     """Gate a candidate row against a baseline row of bench report.json files, as `slimbert gate` does.
 
     ``candidate`` defaults to the baseline report (two artifacts benched side by side). The
     Markdown summary is also written to ``summary`` and appended to $GITHUB_STEP_SUMMARY when
-    set, the JUnit XML to ``junit``. Raises GateError when the rows cannot be compared; a
+    set, the JUnit XML to ``junit``, the verdict as JSON to ``verdict`` (what `deploy
+    --require-gate` reads). Raises GateError when the rows cannot be compared; a
     failed threshold is the result's ``passed`` (the CLI exits 1 on it).
     """
     baseline_report = load_report(Path(baseline), GateError, _REPORT_HINT, required=("rows", "dataset"))
@@ -451,15 +457,27 @@ def gate_reports(baseline: Path | str, candidate: Path | str | None = None, *,
                         "--candidate-artifact (or give --candidate REPORT.json).")
     result = evaluate_gate(baseline_report, baseline_row, candidate_report, candidate_row,
                            config or GateConfig())
-    write_gate_outputs(result, junit=junit, summary=summary)
+    write_gate_outputs(result, junit=junit, summary=summary, verdict=verdict)
     return result
 
 
+def verdict_dict(result: GateResult) -> dict[str, Any]:
+    """The verdict a deploy can check: passed or not, of which model (content fingerprint)."""
+    return {"passed": result.passed, "candidate": result.candidate, "baseline": result.baseline,
+            "candidate_fingerprint": result.candidate_fingerprint, "metric": result.metric,
+            "drop_points": result.drop_points, "drop_ci": list(result.drop_ci), "n": result.n,
+            "checks": result.checks}
+
+
 def write_gate_outputs(result: GateResult, *, junit: Path | str | None = None,
-                       summary: Path | str | None = None) -> None:
+                       summary: Path | str | None = None, verdict: Path | str | None = None) -> None:
     """The JUnit XML and the Markdown summary where asked, and the summary on the CI job page."""
     from slimbert.artifacts import write_text_atomic
 
+    if verdict is not None:
+        from slimbert.artifacts import write_json_atomic
+
+        write_json_atomic(Path(verdict), verdict_dict(result))
     markdown = render_markdown(result)
     for path, text in ((junit, render_junit(result)), (summary, markdown)):
         if path is None:

@@ -357,3 +357,17 @@ def test_a_real_3_point_drop_on_a_small_split_fails_the_default_gate():
             passes[require] += evaluate_gate(report, report["rows"][0], report, report["rows"][1], cfg).passed
     assert passes[False] / trials > 0.15  # the point estimate: the problem
     assert passes[None] / trials < 0.06  # the default: only samples that show no drop at all
+
+
+def test_the_verdict_names_the_candidate_by_its_fingerprint(tmp_path):
+    """What `deploy --require-gate` checks: passed or not, for which model."""
+    from slimbert.gate import gate_reports
+
+    report, _, cand = base_and([*range(4), *range(N - 276, N)])  # 0.2 points worse: passes
+    cand["fingerprint"] = "f" * 64
+    path = write_json(tmp_path / "report.json", report)
+    gate_reports(path, baseline_artifact="student-onnx", candidate_artifact="student-int8",
+                 config=GateConfig(require_significance=False), verdict=tmp_path / "gate.json")
+    verdict = json.loads((tmp_path / "gate.json").read_text())
+    assert verdict["passed"] is True and verdict["candidate_fingerprint"] == "f" * 64
+    assert verdict["candidate"] == "student-int8 on ort-cpu" and verdict["n"] == N

@@ -80,7 +80,42 @@ def check_deploy_options(*, artifact: Path | str | None, status: bool, rollback:
     if bench_settings and not bench:
         raise DeployError("--report, --batch-sizes, --seq-len and --threads go with --bench.")
     if deploy_settings and artifact is None:
-        raise DeployError("--keep and --min-agreement go with a deploy: give an ARTIFACT.")
+        raise DeployError("--keep, --min-agreement and --require-gate go with a deploy: give an ARTIFACT.")
+
+
+def check_gate_verdict(artifact: Path | str, verdict: Path | str) -> None:
+    """Refuse to ship ``artifact`` unless the gate verdict in ``verdict`` passed for this very model.
+
+    The verdict names the candidate by the content fingerprint its bench row recorded; the
+    artifact's own fingerprint must be the same, or the model gated and the model shipped differ.
+    """
+    import json
+
+    from slimbert.models import content_fingerprint
+
+    path = Path(verdict)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DeployError(f"cannot read the gate verdict {path}: {exc}",
+                          hint="write it with `slimbert gate ... --verdict GATE.json`.") from None
+    if not isinstance(data, dict) or "passed" not in data:
+        raise DeployError(f"{path} is not a gate verdict (no 'passed').",
+                          hint="write it with `slimbert gate ... --verdict GATE.json`.")
+    if not data["passed"]:
+        failed = "; ".join(c.get("message", "") for c in data.get("checks", []) if not c.get("passed"))
+        raise DeployError(f"the gate in {path} failed for {data.get('candidate')}: {failed}",
+                          hint="deploy a model that passed the gate.")
+    expected = data.get("candidate_fingerprint")
+    if not expected:
+        raise DeployError(f"the gate verdict {path} names no model fingerprint (its bench report "
+                          "predates them).",
+                          hint="bench the candidate again with this slimbert, then gate it.")
+    actual = content_fingerprint(Path(artifact))
+    if actual != expected:
+        raise DeployError(f"{artifact} is not the model the gate passed ({data.get('candidate')}): its "
+                          f"content fingerprint is {actual[:12]}, the gated one {expected[:12]}.",
+                          hint="deploy the artifact the gated bench row measured, or bench and gate it.")
 
 
 def _device(name: str, devices: Path | str, trust_on_first_use: bool) -> Device:
@@ -92,13 +127,17 @@ def _device(name: str, devices: Path | str, trust_on_first_use: bool) -> Device:
 def deploy_model(artifact: Path | str, device: str, devices: Path | str = "devices.yaml", *,
                  bench: bool = False, report: Path | str | None = None, batch_sizes: list[int] | None = None,
                  seq_len: int | None = None, threads: int | None = None, keep: int | None = None,
-                 min_agreement: float | None = None, trust_on_first_use: bool = False) -> DeployResult:
+                 min_agreement: float | None = None, require_gate: Path | str | None = None,
+                 trust_on_first_use: bool = False) -> DeployResult:
     """Deploy ``artifact`` to the device named ``device`` in the inventory ``devices``, as
-    `slimbert deploy ARTIFACT --device NAME` does; ``bench`` times it there."""
+    `slimbert deploy ARTIFACT --device NAME` does; ``bench`` times it there; ``require_gate``:
+    a gate verdict (JSON) that must have passed for this very model."""
     if (report or batch_sizes or seq_len or threads) and not bench:
         raise DeployError("--report, --batch-sizes, --seq-len and --threads go with --bench (bench=True).")
     target = _device(device, devices, trust_on_first_use)
     # everything that can be wrong with the settings fails here, before minutes of uploading
+    if require_gate is not None:
+        check_gate_verdict(artifact, require_gate)
     cfg = remote_bench_config(report, batch_sizes, seq_len, threads) if bench else None
     return deploy_artifact(artifact, target, bench=cfg, report=report, keep=keep, min_agreement=min_agreement)
 

@@ -75,7 +75,7 @@ def test_missing_inventory_is_a_clean_error(tmp_path):
     (["ARTIFACT", "--bench", "--batch-sizes", "1,0"], "has a number below 1"),
     (["ARTIFACT", "--bench", "--batch-sizes", "1,x"], "not a comma-separated list of integers"),
     (["ARTIFACT", "--bench", "--report", "missing.json"], "cannot read bench report"),
-    (["--status", "--keep", "2"], "--keep and --min-agreement go with a deploy"),
+    (["--status", "--keep", "2"], "--require-gate go with a deploy"),
     (["--to", "abc", "--status"], "not --status and --rollback together"),
     (["ARTIFACT", "--min-agreement", "0"], "--min-agreement"),
 ])
