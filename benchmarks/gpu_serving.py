@@ -30,6 +30,7 @@ import torch
 from trained_run import TrainedRun
 
 from slimbert.artifacts import write_json_atomic
+from slimbert.bench.report import BenchReport
 from slimbert.pipeline import run_recipe
 from slimbert.recipe import recipe_from_dict
 from slimbert.runtimes import all_runtimes
@@ -81,39 +82,35 @@ def bert_base_recipe(run: Path, folder: Path, targets: list[str], with_onnx: boo
             "dataset": trained.dataset, "stages": stages}
 
 
-def _p(row: dict, batch: int, key: str = "p50_ms") -> float | None:
-    return next((s[key] for s in row["latency"] if s["batch_size"] == batch), None)
-
-
 def summarise(report: dict, p99_budget_ms: float) -> list[dict]:
     """Per row: p50 per batch, throughput within the p99 budget, accuracy vs eager fp32."""
-    rows = report["rows"]
-    by_key = {(r["artifact"], r["target"]): r for r in rows}
+    typed = BenchReport.from_dict(report)
     out = []
-    for row in rows:
-        fits = [s for s in row["latency"] if s["p99_ms"] <= p99_budget_ms]
+    for row in typed.rows:
+        fits = [s for s in row.latency if s["p99_ms"] <= p99_budget_ms]
         best = max(fits, key=lambda s: s["batch_size"] * 1000 / s["p50_ms"], default=None)
-        reference = by_key.get((row["artifact"], REFERENCE))
-        baseline = by_key.get((row["artifact"], BASELINE))
+        reference = typed.row(row.artifact, REFERENCE)
+        baseline = typed.row(row.artifact, BASELINE)
         entry = {
-            "artifact": row["artifact"], "target": row["target"],
-            "p50_ms": {b: _p(row, b) for b in BATCH_SIZES},
-            "p99_ms": {b: _p(row, b, "p99_ms") for b in BATCH_SIZES},
+            "artifact": row.artifact, "target": row.target,
+            "p50_ms": {b: row.p50(b) for b in BATCH_SIZES},
+            "p99_ms": {b: row.latency_at(b).get("p99_ms") for b in BATCH_SIZES},
             "throughput_at_p99_budget": (
                 round(best["batch_size"] * 1000 / best["p50_ms"], 1) if best else None),
-            "accuracy": row["accuracy"]["accuracy"],
+            "accuracy": row.accuracy["accuracy"],
             "accuracy_change_points_vs_fp32": (
-                round(100 * (row["accuracy"]["accuracy"] - reference["accuracy"]["accuracy"]), 2)
+                round(100 * (row.accuracy["accuracy"] - reference.accuracy["accuracy"]), 2)
                 if reference else None),
             "speedup_vs_compile_one_liner": {
-                b: round(_p(baseline, b) / _p(row, b), 2) for b in BATCH_SIZES
-                if baseline and _p(baseline, b) and _p(row, b)},
-            "setup_seconds": row.get("setup_seconds"),
+                b: round(row.speedup(baseline, b), 2) for b in BATCH_SIZES
+                if baseline and row.speedup(baseline, b)},
+            "setup_seconds": row.setup_seconds,
         }
-        fp16 = by_key.get((row["artifact"], QUANTIZED.get(row["target"], "")))
+        fp16 = typed.row(row.artifact, QUANTIZED.get(row.target, ""))
         if fp16:
-            slower = [b for b in BATCH_SIZES if _p(row, b) and _p(fp16, b) and _p(row, b) >= _p(fp16, b)]
-            entry["slower_than_fp16_at_batches"] = slower
+            speedups = {b: row.speedup(fp16, b) for b in BATCH_SIZES}  # fp16's p50 over this row's
+            entry["slower_than_fp16_at_batches"] = [b for b, x in speedups.items()
+                                                    if x is not None and x <= 1.0]
         out.append(entry)
     return out
 

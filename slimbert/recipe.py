@@ -126,11 +126,15 @@ def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = 
                   seed=top.seed, base_dir=base_dir or Path.cwd())
 
 
+def default_recipe_dict() -> dict[str, Any]:
+    """The built-in default recipe as its YAML mapping (model, dataset, seed, stages)."""
+    return load_yaml(resources.files("slimbert.recipes").joinpath("default.yaml").read_text())
+
+
 def load_recipe(path: Path | str | None = None) -> Recipe:
     """Read a recipe file; with no path, the built-in default recipe."""
     if path is None:
-        text = resources.files("slimbert.recipes").joinpath("default.yaml").read_text()
-        return recipe_from_dict(load_yaml(text), "default recipe")
+        return recipe_from_dict(default_recipe_dict(), "default recipe")
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist.",

@@ -42,14 +42,6 @@ class OptimizeResult:
         return self.out_dir / STAGE / self.report["chosen"][target]["folder"]
 
 
-def _default_recipe() -> dict[str, Any]:
-    from importlib import resources
-
-    from slimbert.schema import load_yaml
-
-    return load_yaml(resources.files("slimbert.recipes").joinpath("default.yaml").read_text())
-
-
 def needs_finetune(model_dir: Path, label_names: list[str]) -> bool:
     """Whether ``model_dir`` lacks a classification head for exactly these labels."""
     from slimbert.models import has_classification_head
@@ -74,10 +66,11 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     from slimbert.adhoc import dataset_and_seed
     from slimbert.data import DatasetConfig, load_dataset
     from slimbert.models import resolve_model
+    from slimbert.recipe import default_recipe_dict
     from slimbert.schema import from_dict, to_dict
     from slimbert.search.strategy import check_dev_split, check_targets, check_time_budget
 
-    default = _default_recipe()
+    default = default_recipe_dict()
     teacher_stage = next(s for s in default["stages"] if s["type"] == "finetune")
     if model is None and not dataset:  # the built-in default, data settings included
         dataset, seed = default["dataset"], default["seed"] if seed is None else seed

@@ -53,9 +53,13 @@ class Candidates:
         self._costs_path = folder / "costs.json"
         self.costs: dict[str, float] = (json.loads(self._costs_path.read_text())
                                         if self._costs_path.is_file() else {})
+        self._measured: dict[tuple[str, str], DevRow] = {}  # a search asks for some rows twice
 
-    def run(self, stages: list[dict]) -> None:
-        """Make these stages (and the earlier ones they read), reusing finished ones."""
+    def run(self, stages: list[dict], *, withhold_test: bool = True) -> None:
+        """Make these stages (and the earlier ones they read), reusing finished ones.
+
+        The test split stays withheld unless the caller is the one confirmation on test.
+        """
         from slimbert.pipeline import run_recipe
         from slimbert.recipe import recipe_from_dict
 
@@ -65,7 +69,7 @@ class Candidates:
         recipe = {"name": CANDIDATES_RECIPE, "model": str(self.teacher_dir), "seed": self.seed,
                   "dataset": self.dataset, "stages": [self.stages[n] for n in wanted]}
         result = run_recipe(recipe_from_dict(recipe, str(self.folder / "recipe.json")), self.folder,
-                            progress=self.progress, withhold_test=True)
+                            progress=self.progress, withhold_test=withhold_test)
         for outcome in result.stages:
             if outcome.status == "ran":
                 self.costs[outcome.name] = round(outcome.seconds, 1)
@@ -92,15 +96,20 @@ class Candidates:
 
     def bench_dev(self, artifact: str, runtime: str) -> DevRow:
         """``artifact`` on ``runtime`` over the dev split: score, p50 at batch 1, size."""
+        from slimbert.bench.report import load_report
+
+        if (artifact, runtime) in self._measured:
+            return self._measured[artifact, runtime]
         name = f"dev-{artifact}@{runtime}"
         self.run([{"name": name, "type": "bench", "artifacts": [artifact], "targets": [runtime],
                    "split": "dev", "batch_sizes": [1], "seq_len": self.seq_len,
                    "budget_s": self.bench_budget_s}])
-        report = json.loads((self.folder / name / "report.json").read_text())
-        row = report["rows"][0]
-        return DevRow(artifact, runtime, float(row["accuracy"][self.metric]),
-                      float(next(s["p50_ms"] for s in row["latency"] if s["batch_size"] == 1)),
-                      float(row["size_mb"]), np.asarray(row["predictions"]), np.asarray(report["labels"]))
+        report = load_report(self.folder / name / "report.json")
+        row = report.rows[0]
+        measured = DevRow(artifact, runtime, float(row.accuracy[self.metric]), row.p50(1), float(row.size_mb),
+                          np.asarray(row.predictions), np.asarray(report.labels))
+        self._measured[artifact, runtime] = measured
+        return measured
 
     def kind(self, name: str) -> str:
         """The artifact kind stage ``name`` made ("model", the teacher, is an hf-model)."""

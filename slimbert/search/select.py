@@ -51,6 +51,12 @@ def ranked_within_budget(points: list[Point], max_drop: float) -> list[Point]:
     return sorted((p for p in points if p.dev_drop <= max_drop), key=lambda p: (p.p50_ms, -p.dev_score))
 
 
+def resolution_points(examples: int, discordance: float = 0.05, z: float = 1.96) -> float:
+    """Half-width in points of the 95% interval of a paired drop on this many examples, at this
+    share of examples where teacher and candidate disagree: the inverse of examples_to_resolve."""
+    return 100 * z * math.sqrt(discordance / max(examples, 1))
+
+
 def examples_to_resolve(points: float, discordance: float = 0.05, z: float = 1.96) -> int:
     """Paired examples needed for a 95% interval of +-``points`` on a drop, at this share of
     examples where teacher and candidate disagree (5%: a close student)."""

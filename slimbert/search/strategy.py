@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from slimbert.bench.report import load_report
 from slimbert.errors import RuntimeUnavailable, SlimbertError
-from slimbert.search.candidates import CANDIDATES_RECIPE, Candidates, DevRow
+from slimbert.search.candidates import Candidates, DevRow
 from slimbert.search.config import OptimizeConfig
 from slimbert.search.select import (
     Point,
@@ -33,6 +34,7 @@ from slimbert.search.select import (
     examples_to_resolve,
     pareto_front,
     ranked_within_budget,
+    resolution_points,
 )
 from slimbert.search.space import (
     TARGETS,
@@ -119,7 +121,7 @@ def check_time_budget(teacher_dir: Path, data, cfg: OptimizeConfig, teacher_laye
 def check_dev_split(labels: np.ndarray, num_labels: int, max_drop: float) -> float:
     """Refuse a dev split too small to rank candidates; return the drop it resolves (points)."""
     n = len(labels)
-    resolution = 100 * 1.96 * np.sqrt(0.05 / max(n, 1))
+    resolution = resolution_points(n)
     if n < MIN_DEV_EXAMPLES:
         raise SlimbertError(
             f"the dev split has {n} examples: too few to rank candidates (a paired drop on it "
@@ -308,23 +310,21 @@ def _choose_and_confirm(candidates: Candidates, search: Search, target: str, dat
     stage = {"name": bench_name, "type": "bench", "artifacts": artifacts, "targets": runtimes,
              "split": "test", "batch_sizes": [1], "seq_len": cfg.seq_len, "budget_s": cfg.bench_budget_s,
              "reference": TEACHER}
-    _run_on_test(candidates, stage)
+    # the one place the test split is read: the chosen artifact and the teacher, once
+    candidates.run([stage], withhold_test=False)
     report_path = candidates.folder / bench_name / "report.json"
-    import json
-
-    report = json.loads(report_path.read_text())
-    rows = {(r["artifact"], r["target"]): r for r in report["rows"]}
-    chosen_row, teacher_row = rows[(point.artifact, point.runtime)], rows[(TEACHER, TEACHER_RUNTIME)]
-    labels = np.asarray(report["labels"])
-    confirmation = confirm(labels, np.asarray(teacher_row["predictions"]),
-                           np.asarray(chosen_row["predictions"]), metric=cfg.metric,
+    report = load_report(report_path)
+    chosen_row = report.row(point.artifact, point.runtime)
+    teacher_row = report.row(TEACHER, TEACHER_RUNTIME)
+    confirmation = confirm(np.asarray(report.labels), np.asarray(teacher_row.predictions),
+                           np.asarray(chosen_row.predictions), metric=cfg.metric,
                            num_classes=data.num_labels, max_drop=cfg.max_drop,
                            confidence=cfg.confidence, seed=seed)
-    p50 = _p50_b1(chosen_row)
-    onnx_row = rows.get((teacher_onnx, "ort-cpu"))
-    confirmation["speedup_vs_teacher_onnx"] = round(_p50_b1(onnx_row) / p50, 2) if onnx_row else None
-    confirmation["speedup_vs_teacher_torch"] = round(_p50_b1(teacher_row) / p50, 2)
-    confirmation["test_p50_ms"] = round(p50, 3)
+    onnx_row = report.row(teacher_onnx, "ort-cpu")
+    speedup_onnx = chosen_row.speedup(onnx_row, 1) if onnx_row else None
+    confirmation["speedup_vs_teacher_onnx"] = round(speedup_onnx, 2) if speedup_onnx else None
+    confirmation["speedup_vs_teacher_torch"] = round(chosen_row.speedup(teacher_row, 1), 2)
+    confirmation["test_p50_ms"] = round(chosen_row.p50(1), 3)
     if not confirmation["within_budget"]:
         nxt = ranked[1] if len(ranked) > 1 else None
         confirmation["next_candidate"] = nxt.to_dict() if nxt else None
@@ -337,19 +337,6 @@ def _choose_and_confirm(candidates: Candidates, search: Search, target: str, dat
             "why": _why(point, ranked, search.points, cfg)}
 
 
-def _run_on_test(candidates: Candidates, stage: dict) -> None:
-    """The one place the test split is read: the chosen artifact and the teacher, once."""
-    from slimbert.pipeline import run_recipe
-    from slimbert.recipe import recipe_from_dict
-
-    candidates.stages.setdefault(stage["name"], stage)
-    names = candidates._with_inputs([stage["name"]])
-    recipe = {"name": CANDIDATES_RECIPE, "model": str(candidates.teacher_dir), "seed": candidates.seed,
-              "dataset": candidates.dataset, "stages": [candidates.stages[n] for n in names]}
-    run_recipe(recipe_from_dict(recipe, str(candidates.folder / "recipe.json")), candidates.folder,
-               progress=candidates.progress)
-
-
 def _publish(artifact: Path, report: Path, folder: Path) -> None:
     """``folder``/model (the chosen artifact, as deploy takes it) and ``folder``/report.json (the
     test bench, as the gate takes it). ``folder`` is inside the optimize stage's own artifact,
@@ -357,10 +344,6 @@ def _publish(artifact: Path, report: Path, folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(artifact, folder / "model")
     shutil.copy2(report, folder / "report.json")
-
-
-def _p50_b1(row: dict) -> float:
-    return float(next(s["p50_ms"] for s in row["latency"] if s["batch_size"] == 1))
 
 
 def _why(point: Point, ranked: list[Point], points: list[Point], cfg: OptimizeConfig) -> str:
