@@ -85,9 +85,11 @@ def _onnx_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
     dynamic = {"name": f"{_prefix(model)}-int8", "type": "quantize-onnx", "input": onnx["name"],
                "mode": "dynamic"}
     # static INT8 with repair: the most sensitive nodes fall back until half the budget holds
-    static = {"name": f"{_prefix(model)}-static", "type": "quantize-onnx", "input": onnx["name"],
-              "mode": "static", "per_channel": True, "calibration": "percentile",
-              "tolerance": round(cfg.max_drop / 2, 3)}
+    # (named with its tolerance: searches with other budgets keep their own)
+    tolerance = round(cfg.max_drop / 2, 3)
+    static = {"name": f"{_prefix(model)}-static-tol{tolerance:g}", "type": "quantize-onnx",
+              "input": onnx["name"], "mode": "static", "per_channel": True, "calibration": "percentile",
+              "tolerance": tolerance}
     return [Artifact(onnx["name"], (onnx,)), Artifact(dynamic["name"], (onnx, dynamic)),
             Artifact(static["name"], (onnx, static))]
 
@@ -102,8 +104,9 @@ def _ort_mobile_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
 
 
 def _torch_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
-    pt2e = {"name": f"{_prefix(model)}-pt2e", "type": "quantize-torch", "input": model,
-            "tolerance": round(cfg.max_drop / 2, 3)}
+    tolerance = round(cfg.max_drop / 2, 3)
+    pt2e = {"name": f"{_prefix(model)}-pt2e-tol{tolerance:g}", "type": "quantize-torch", "input": model,
+            "tolerance": tolerance}
     return [Artifact(model, ()), Artifact(pt2e["name"], (pt2e,))]
 
 

@@ -149,13 +149,13 @@ class ScriptedCandidates:
             self.made.append(stage["name"])
 
     def kind(self, name):
-        return "onnx" if name.endswith(("-onnx", "-int8", "-static")) else "hf-model"
+        return "onnx" if name.endswith(("-onnx", "-int8")) or "-static-" in name else "hf-model"
 
     def bench_dev(self, artifact, runtime):
         from slimbert.search.candidates import DevRow
 
         root = artifact.split("-")[0]
-        quantized = artifact.endswith(("-int8", "-static"))
+        quantized = artifact.endswith("-int8") or "-static-" in artifact
         drop = self.DROP[root] + (1.0 if quantized else 0.0)
         labels = np.ones(1000, dtype=int)
         predictions = labels.copy()
