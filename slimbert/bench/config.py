@@ -29,6 +29,11 @@ class BenchConfig:
     budget_s: float = 3.0  # timing budget per artifact, target and batch size
     split: Literal["test", "dev"] = "test"
     eval_batch_size: int = 64
+    # rows are measured in a fresh worker process, away from what earlier stages left in this
+    # one (bench/measure.py); false measures in this process (quicker to start, less trusted)
+    isolate: bool = True
+    # every row timed again briefly at the end; a row whose p50 moved by more than 1.5x is flagged
+    recheck: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_sizes is None:

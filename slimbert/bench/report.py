@@ -40,6 +40,8 @@ class BenchRow:
     # sha256 content fingerprint of the artifact's files (models.content_fingerprint): lets the gate
     # and deploy check that the model they see is the one measured here
     fingerprint: str | None = None
+    recheck_p50_ms: float | None = None  # p50 at the smallest batch, timed again at the end of the bench
+    timing_flag: str | None = None  # set when that re-timing disagrees: the latency is not trustworthy
     extra: dict[str, Any] = field(default_factory=dict)  # other keys (a device row's bundle_id...)
 
     @property
@@ -210,6 +212,10 @@ def render_markdown(report: BenchReport | dict[str, Any]) -> str:
         for row in sweep_rows:
             cells = [f"{s['throughput']:.0f}/s, {s['p50_ms']:.1f} ms" for s in row.seq_len_sweep]
             out.append(f"| {row.artifact} | {row.target} | " + " | ".join(cells) + " |")
+    flagged = [r for r in report.rows if r.timing_flag]
+    if flagged:
+        out += ["", "Latencies not to be trusted as measured:", ""]
+        out += [f"- `{r.artifact}` on `{r.target}`: {r.timing_flag}" for r in flagged]
     if report.unavailable:
         out += ["", "Targets not measured here:", ""]
         out += [f"- `{t['artifact']}` on `{t['target']}`: {t['reason']}" for t in report.unavailable]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from slimbert.bench.config import BenchConfig, BenchEntry
-from slimbert.bench.latency import measure_latency, synthetic_batch
+from slimbert.bench.measure import RowJob, Worker, measure_row, recheck_p50, timing_flag
 from slimbert.bench.report import BenchReport, BenchRow
 from slimbert.data import TextClassificationData, classification_metrics, encode_split
 from slimbert.errors import SlimbertError
@@ -75,36 +75,16 @@ def _size_mb(entry: BenchEntry) -> float:
     return model_size_bytes(entry.path, entry.kind) / 1e6
 
 
-def _rss_mb() -> float | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return psutil.Process().memory_info().rss / 1e6
-
-
-def _gpu_peak_mb() -> float | None:
-    """Peak CUDA memory torch allocated (torch runtimes; TensorRT's buffers are torch's too)."""
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 1e6, 1) if torch.cuda.is_available() else None
-
-
-def _reset_gpu_peak() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def environment(threads: int) -> dict[str, Any]:
+def environment(threads: int, isolated: bool = True) -> dict[str, Any]:
     import cpuinfo  # py-cpuinfo, installed with neural-compressor
 
     try:
         cpu = cpuinfo.get_cpu_info().get("brand_raw", platform.processor())
     except Exception:  # cpuinfo can fail in odd sandboxes; the name is only a label
         cpu = platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+            # where rows were timed: a fresh worker process, or the bench's own (isolate: false)
+            "measured_in": "fresh worker process" if isolated else "bench process"}
 
 
 def check_targets(cfg: BenchConfig) -> None:
@@ -169,57 +149,50 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
                             hint="`slimbert bench --list-targets` shows what runs here.")
 
     rows: list[BenchRow] = []
+    jobs: list[RowJob] = []
     fingerprints: dict[str, str] = {}  # the content hash of each artifact, once
     bar = progress_bar(plan, enabled=progress, desc="bench")
-    for entry, runtime in bar:
-        bar.set_postfix_str(f"{entry.name} on {runtime.name}")
-        if entry.name not in fingerprints:
-            fingerprints[entry.name] = content_fingerprint(entry.path)
-        tokenizer = load_tokenizer(entry.path)
-        enc = encode_split(tokenizer, split, max_length)
-        rss_before = _rss_mb()
-        if runtime.device == "cuda":
-            _reset_gpu_peak()
-        row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
-        session = runtime.load_alone(entry.path, threads=row_threads)  # one session at a time
-        if hasattr(session, "fit_to_lengths"):  # graph-captured runtimes: buckets from the data
-            session.fit_to_lengths([len(ids) for ids in enc.input_ids])
-        logits = session.predict(enc, cfg.eval_batch_size)
-        _check_finite(logits, f"{entry.name} on {runtime.name}")
-        accuracy = classification_metrics(enc.labels, logits.argmax(-1), data.num_labels)
-        latency = []
-        for batch_size in cfg.batch_sizes:
-            batch = synthetic_batch(batch_size, cfg.seq_len, tokenizer.vocab_size, session.input_names)
-            stats = measure_latency(session, batch, warmup=cfg.warmup, min_iters=cfg.min_iters,
-                                    max_iters=cfg.max_iters, budget_s=cfg.budget_s)
-            latency.append(stats.__dict__)
-        sweep = []
-        for seq_len in cfg.sweep_seq_lens or []:
-            batch_size = max(cfg.batch_sizes)
-            batch = synthetic_batch(batch_size, seq_len, tokenizer.vocab_size, session.input_names)
-            stats = measure_latency(session, batch, warmup=cfg.warmup, min_iters=cfg.min_iters,
-                                    max_iters=cfg.max_iters, budget_s=cfg.budget_s)
-            sweep.append(stats.__dict__)
-        rss_after = _rss_mb()
-        rows.append(BenchRow(
-            artifact=entry.name, path=str(entry.path), kind=entry.kind, target=runtime.name,
-            device=runtime.device, threads=row_threads, accuracy=accuracy, latency=latency,
-            seq_len_sweep=sweep, size_mb=round(_size_mb(entry), 2),
-            # per-example predictions, in split order: what a paired comparison needs
-            predictions=logits.argmax(-1).astype(int).tolist(),
-            rss_delta_mb=round(rss_after - rss_before, 1) if rss_before is not None else None,
-            gpu_peak_mb=_gpu_peak_mb() if runtime.device == "cuda" else None,
-            fingerprint=fingerprints[entry.name],
-            # graph-captured runtimes: compile + warm-up + capture per shape bucket, kept out of latency
-            setup_seconds=dict(getattr(session, "setup_seconds", {})) or None,
-        ))
-        del session
+    with Worker(isolated=cfg.isolate) as worker:
+        for entry, runtime in bar:
+            bar.set_postfix_str(f"{entry.name} on {runtime.name}")
+            if entry.name not in fingerprints:
+                fingerprints[entry.name] = content_fingerprint(entry.path)
+            tokenizer = load_tokenizer(entry.path)
+            row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
+            job = RowJob(runtime=runtime.name, path=entry.path, threads=row_threads,
+                         encoded=encode_split(tokenizer, split, max_length), vocab_size=tokenizer.vocab_size,
+                         eval_batch_size=cfg.eval_batch_size, batch_sizes=list(cfg.batch_sizes),
+                         seq_len=cfg.seq_len, sweep_seq_lens=list(cfg.sweep_seq_lens or []),
+                         warmup=cfg.warmup, min_iters=cfg.min_iters, max_iters=cfg.max_iters,
+                         budget_s=cfg.budget_s)
+            measured = worker.call(measure_row, job)
+            _check_finite(measured.logits, f"{entry.name} on {runtime.name}")
+            predictions = measured.logits.argmax(-1)
+            jobs.append(job)
+            rows.append(BenchRow(
+                artifact=entry.name, path=str(entry.path), kind=entry.kind, target=runtime.name,
+                device=runtime.device, threads=row_threads,
+                accuracy=classification_metrics(job.encoded.labels, predictions, data.num_labels),
+                latency=measured.latency, seq_len_sweep=measured.sweep, size_mb=round(_size_mb(entry), 2),
+                # per-example predictions, in split order: what a paired comparison needs
+                predictions=predictions.astype(int).tolist(),
+                rss_delta_mb=measured.rss_delta_mb, gpu_peak_mb=measured.gpu_peak_mb,
+                fingerprint=fingerprints[entry.name],
+                # graph-captured runtimes: compile + warm-up + capture per shape bucket, kept out of latency
+                setup_seconds=measured.setup_seconds,
+            ))
+        if cfg.recheck:  # every row timed again, after all of them: a busy machine shows up here
+            for row, job in zip(rows, jobs, strict=True):
+                row.recheck_p50_ms = round(worker.call(recheck_p50, job), 3)
+                row.timing_flag = timing_flag(row.p50(min(cfg.batch_sizes)), row.recheck_p50_ms)
+                if row.timing_flag:
+                    log.warning("%s: %s", row.label, row.timing_flag)
     report = BenchReport(
         name=name, reference=cfg.reference or rows[0].artifact, config=cfg.__dict__,
         dataset={"source": data.info.get("source"), "fingerprint": data.fingerprint,
                  "split": cfg.split, "examples": len(split)},
         # the split's labels, once for all rows: lets `slimbert gate` pair predictions
-        labels=split.labels.tolist(), environment=environment(threads), rows=rows, unavailable=unavailable)
+        labels=split.labels.tolist(), environment=environment(threads, cfg.isolate), rows=rows, unavailable=unavailable)
     ref_row = report.reference_row
     if ref_row is None:
         raise SlimbertError(f"bench reference {report.reference!r} is not among the benchmarked artifacts.")

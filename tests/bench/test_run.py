@@ -9,7 +9,7 @@ import pytest
 from slimbert.bench.run import BenchConfig, BenchEntry, run_bench
 from slimbert.data import DatasetConfig, load_dataset
 from slimbert.errors import SlimbertError
-from tests.conftest import make_sentences, write_csv
+from tests.conftest import make_sentences, token_batch, write_csv
 
 FAST = BenchConfig(batch_sizes=[1], seq_len=8, warmup=0, min_iters=1, max_iters=1, budget_s=0.01)
 
@@ -73,4 +73,41 @@ def test_non_finite_logits_fail_the_bench_counted_and_named(tmp_path, tiny_class
     with pytest.raises(SlimbertError, match=r"model on torch-cpu: \d+ of \d+ examples have non-finite"):
         run_bench([BenchEntry("model", tiny_classifier, "hf-model")], data,
                   BenchConfig(targets=["torch-cpu"], batch_sizes=[1], seq_len=8, warmup=0, min_iters=1,
-                              max_iters=1, budget_s=0.01), max_length=16, progress=False)
+                              max_iters=1, budget_s=0.01, isolate=False),  # the patch lives here
+                  max_length=16, progress=False)
+
+
+def test_a_plain_onnxruntime_session_reproduces_the_bench_on_every_onnx_artifact(tmp_path, tiny_classifier,
+                                                                                 sentiment_csv):
+    """What the report says is what any other loader of the file gets: onnxruntime with default
+    options gives the bench's predictions, and the same logits as slimbert's session."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from slimbert.bench.default_loader import plain_session_agreement
+    from slimbert.bench.report import load_report
+    from slimbert.pipeline import run_recipe
+    from slimbert.recipe import recipe_from_dict
+    from slimbert.runtimes import get_runtime
+    from slimbert.runtimes.onnxruntime_runtime import OrtSession
+    from tests.conftest import tiny_recipe
+
+    stages = [{"name": "onnx", "type": "export-onnx", "input": "model"},
+              {"name": "int8", "type": "quantize-onnx", "input": "onnx", "mode": "dynamic"},
+              {"name": "static", "type": "quantize-onnx", "input": "onnx", "mode": "static"},
+              {"name": "bench", "type": "bench", "artifacts": ["onnx", "int8", "static"], "targets": ["ort-cpu"],
+               "batch_sizes": [1], "seq_len": 16, "budget_s": 0.05}]
+    recipe = recipe_from_dict(tiny_recipe(tiny_classifier, sentiment_csv, stages), "test")
+    result = run_recipe(recipe, tmp_path, progress=False)
+    report = load_report(result.artifact("bench").path / "report.json")
+    data = load_dataset(recipe.dataset, seed=recipe.seed)
+    agreement = plain_session_agreement(report, data, recipe.dataset.max_length)
+    assert [a["artifact"] for a in agreement] == ["onnx", "int8", "static"]
+    assert all(a["agreement"] == 1.0 and a["examples"] > 0 for a in agreement)
+    batch = token_batch(4, 16)
+    for name in ("onnx", "int8", "static"):
+        path = result.artifact(name).path
+        ours = get_runtime("ort-cpu").load_alone(path)
+        plain = OrtSession(ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"]))
+        feed = {k: batch[k] for k in ours.input_names}
+        np.testing.assert_array_equal(ours.run(feed), plain.run(feed), err_msg=name)

@@ -1,0 +1,158 @@
+"""One bench row's measurement (predictions, latency, memory), in a fresh worker process.
+
+Whatever earlier work left in the bench's own process is timed with the rows: thread pools,
+thread settings, a busy thread. After an ExecuTorch export in the same `slimbert run`, the
+PyTorch teacher read 910 ms at batch 1 instead of 16 ms. So a bench measures its rows in a
+worker process started for it (``spawn``: a new interpreter, nothing of this process's state
+inherited), one session at a time. At the end the worker times every row again, briefly; a
+row whose two medians disagree is flagged in the report (another process was busy, or the
+row is unstable), instead of being shown as if it were sound.
+
+Everything here runs in the worker, so it takes and returns plain picklable values.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimbert.bench.latency import measure_latency, synthetic_batch
+from slimbert.data import EncodedSplit
+
+# a re-timed p50 more than this factor away from the row's own is flagged
+RECHECK_TOLERANCE = 1.5
+
+
+@dataclass
+class RowJob:
+    """What the worker needs to measure one artifact on one runtime."""
+
+    runtime: str
+    path: Path
+    threads: int
+    encoded: EncodedSplit  # the evaluation split, tokenized (accuracy is scored by the caller)
+    vocab_size: int
+    eval_batch_size: int
+    batch_sizes: list[int]
+    seq_len: int
+    sweep_seq_lens: list[int] = field(default_factory=list)
+    warmup: int = 3
+    min_iters: int = 10
+    max_iters: int = 200
+    budget_s: float = 3.0
+
+
+@dataclass
+class RowMeasurement:
+    logits: np.ndarray
+    latency: list[dict[str, Any]]  # LatencyStats per batch size
+    sweep: list[dict[str, Any]]  # LatencyStats per sweep length, at the largest batch size
+    rss_delta_mb: float | None
+    gpu_peak_mb: float | None
+    setup_seconds: dict[str, float] | None  # graph-captured runtimes: compile + capture per bucket
+
+
+def _rss_mb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.Process().memory_info().rss / 1e6
+
+
+def _gpu_peak_mb() -> float | None:
+    """Peak CUDA memory torch allocated (torch runtimes; TensorRT's buffers are torch's too)."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 1e6, 1) if torch.cuda.is_available() else None
+
+
+def _reset_gpu_peak() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _load(job: RowJob):
+    from slimbert.runtimes import all_runtimes
+
+    session = all_runtimes()[job.runtime].load_alone(job.path, threads=job.threads)  # one at a time
+    if hasattr(session, "fit_to_lengths"):  # graph-captured runtimes: buckets from the data
+        session.fit_to_lengths([len(ids) for ids in job.encoded.input_ids])
+    return session
+
+
+def _time(session, job: RowJob, batch_size: int, seq_len: int, budget_s: float) -> dict[str, Any]:
+    batch = synthetic_batch(batch_size, seq_len, job.vocab_size, session.input_names)
+    stats = measure_latency(session, batch, warmup=job.warmup, min_iters=job.min_iters,
+                            max_iters=job.max_iters, budget_s=budget_s)
+    return stats.__dict__
+
+
+def measure_row(job: RowJob) -> RowMeasurement:
+    """Predict the split and time every batch size (and sweep length) on one session."""
+    from slimbert.runtimes import all_runtimes
+
+    cuda = all_runtimes()[job.runtime].device == "cuda"
+    rss_before = _rss_mb()
+    if cuda:
+        _reset_gpu_peak()
+    session = _load(job)
+    logits = session.predict(job.encoded, job.eval_batch_size)
+    latency = [_time(session, job, b, job.seq_len, job.budget_s) for b in job.batch_sizes]
+    sweep = [_time(session, job, max(job.batch_sizes), n, job.budget_s) for n in job.sweep_seq_lens]
+    rss_after = _rss_mb()
+    return RowMeasurement(
+        logits=logits, latency=latency, sweep=sweep,
+        rss_delta_mb=round(rss_after - rss_before, 1) if rss_before is not None else None,
+        gpu_peak_mb=_gpu_peak_mb() if cuda else None,
+        setup_seconds=dict(getattr(session, "setup_seconds", {})) or None)
+
+
+def recheck_p50(job: RowJob) -> float:
+    """The p50 at the smallest batch size again, on a newly loaded session, in a short window."""
+    session = _load(job)
+    budget = max(0.25, job.budget_s / 4)
+    return _time(session, job, min(job.batch_sizes), job.seq_len, budget)["p50_ms"]
+
+
+def timing_flag(p50_ms: float | None, recheck_ms: float | None) -> str | None:
+    """Why a row's latency should not be trusted as is; None when its re-timing agrees."""
+    if not p50_ms or not recheck_ms:
+        return None
+    ratio = recheck_ms / p50_ms
+    if 1 / RECHECK_TOLERANCE <= ratio <= RECHECK_TOLERANCE:
+        return None
+    return (f"re-timed at the end of the bench: p50 {recheck_ms:.2f} ms against {p50_ms:.2f} ms "
+            f"({ratio:.2f}x); the machine was busy or the row is unstable: rerun the bench")
+
+
+class Worker:
+    """Where rows are measured: a fresh process (``isolated``) or this one.
+
+    One worker serves a whole bench, so its rows share one clean process; it is closed when
+    the bench ends (also on error or Ctrl-C).
+    """
+
+    def __init__(self, isolated: bool = True) -> None:
+        self.isolated = isolated
+        self._pool = None
+
+    def __enter__(self) -> Worker:
+        if self.isolated:
+            self._pool = multiprocessing.get_context("spawn").Pool(1)
+        return self
+
+    def call(self, fn, *args):
+        return self._pool.apply(fn, args) if self._pool is not None else fn(*args)
+
+    def __exit__(self, exc_type, *_) -> None:
+        if self._pool is not None:
+            (self._pool.terminate if exc_type else self._pool.close)()
+            self._pool.join()
+            self._pool = None
