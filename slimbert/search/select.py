@@ -75,6 +75,5 @@ def confirm(labels: np.ndarray, teacher_preds: np.ndarray, chosen_preds: np.ndar
     b, c = discordant_pairs(labels, teacher_preds, chosen_preds)
     drop = 100 * (base - cand)
     return {"teacher_score": round(100 * base, 2), "test_score": round(100 * cand, 2),
-            "test_drop_points": round(drop, 2), "ci_low": round(100 * low, 2),
-            "ci_high": round(100 * high, 2),
+            "test_drop_points": round(drop, 2), "ci_low": round(low, 2), "ci_high": round(high, 2),  # points
             "mcnemar_p": round(mcnemar_p(b, c), 4), "within_budget": drop <= max_drop}

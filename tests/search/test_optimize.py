@@ -102,6 +102,19 @@ def test_the_confirmation_carries_the_gates_statistics(searched):
     assert confirmation["within_budget"] == (confirmation["test_drop_points"] <= 3.0)
 
 
+def test_the_confirmation_interval_is_in_points_around_the_drop():
+    from slimbert.search.select import confirm
+
+    labels = np.ones(1000, dtype=int)
+    teacher = labels.copy()
+    chosen = labels.copy()
+    chosen[:100] = 0  # 10 points lost
+    result = confirm(labels, teacher, chosen, metric="accuracy", num_classes=2, max_drop=12.0,
+                     confidence=0.95, seed=0, samples=2000)
+    assert result["test_drop_points"] == 10.0 and result["within_budget"]
+    assert 7.5 < result["ci_low"] < 10.0 < result["ci_high"] < 12.5
+
+
 def test_nothing_reads_the_test_split_before_the_confirmation(searched):
     out, _, _, calls = searched
     reading = [c for c in calls if not c["withhold_test"]]
