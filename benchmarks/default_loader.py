@@ -35,9 +35,9 @@ def fusion_cost(path: Path, rounds: int = 8, runs: int = 15) -> dict[str, float]
     """p50 ms at batch 1 with ORT's defaults and with SkipLayerNormFusion off, interleaved."""
     import onnxruntime as ort
 
-    sessions = {"defaults": ort.InferenceSession(str(path / "model.onnx"), providers=["CPUExecutionProvider"]),
-                "skiplayernorm_off": ort.InferenceSession(str(path / "model.onnx"),
-                                                          providers=["CPUExecutionProvider"],
+    model, cpu = str(path / "model.onnx"), ["CPUExecutionProvider"]
+    sessions = {"defaults": ort.InferenceSession(model, providers=cpu),
+                "skiplayernorm_off": ort.InferenceSession(model, providers=cpu,
                                                           disabled_optimizers=["SkipLayerNormFusion"])}
     names = tuple(i.name for i in sessions["defaults"].get_inputs())
     feed = synthetic_batch(1, 128, 30522, names)
@@ -75,12 +75,12 @@ def main() -> int:
                 timed.add(result["path"])
                 result.update(fusion_cost(Path(result["path"])))
             rows.append(result)
+            timing = (f"  defaults {result['p50_ms_defaults']} ms, fusion off "
+                      f"{result['p50_ms_skiplayernorm_off']} ms" if "p50_ms_defaults" in result else "")
             print(f"{result['artifact']:32s} {result['agreement']:.2%} of {result['examples']} "
-                  f"({result['differing']} differ)"
-                  + (f"  defaults {result['p50_ms_defaults']} ms, fusion off {result['p50_ms_skiplayernorm_off']} ms"
-                     if "p50_ms_defaults" in result else ""))
-    write_json_atomic(args.results, {"run": str(args.run), "machine": platform.processor() or platform.machine(),
-                                     "rows": rows})
+                  f"({result['differing']} differ){timing}")
+    machine = platform.processor() or platform.machine()
+    write_json_atomic(args.results, {"run": str(args.run), "machine": machine, "rows": rows})
     print(f"wrote {args.results}")
     bad = [r for r in rows if r["agreement"] < 1.0]
     if not rows or bad:

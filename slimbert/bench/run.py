@@ -192,7 +192,8 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
         dataset={"source": data.info.get("source"), "fingerprint": data.fingerprint,
                  "split": cfg.split, "examples": len(split)},
         # the split's labels, once for all rows: lets `slimbert gate` pair predictions
-        labels=split.labels.tolist(), environment=environment(threads, cfg.isolate), rows=rows, unavailable=unavailable)
+        labels=split.labels.tolist(), environment=environment(threads, cfg.isolate), rows=rows,
+        unavailable=unavailable)
     ref_row = report.reference_row
     if ref_row is None:
         raise SlimbertError(f"bench reference {report.reference!r} is not among the benchmarked artifacts.")

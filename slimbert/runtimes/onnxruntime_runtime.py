@@ -10,6 +10,7 @@ from slimbert.errors import ExportError
 from slimbert.formats import ONNX_FILE
 from slimbert.runtimes.base import Runtime, Session, register
 
+
 class OrtSession(Session):
     def __init__(self, session):
         self.session = session

@@ -39,7 +39,7 @@ def _chosen_lines(target: str, chosen: dict[str, Any], max_drop: float) -> list[
              chosen["why"], "",
              f"- test: {c['test_score']:.2f}% vs the teacher's {c['teacher_score']:.2f}%: drop "
              f"{c['test_drop_points']:+.2f} points, 95% CI [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}], "
-             f"McNemar p = {c['mcnemar_p']:.3g}: {verdict}",
+             f"McNemar p = {c['mcnemar_p']:.3g}: {verdict}" + _gate_note(c, max_drop),
              f"- p50 at batch 1 on test inputs: {c['test_p50_ms']:.2f} ms; speed-up vs the teacher's "
              f"fp32 ONNX: {_x(c['speedup_vs_teacher_onnx'])}, vs the PyTorch teacher: "
              f"{_x(c['speedup_vs_teacher_torch'])}",
@@ -136,3 +136,11 @@ def write_report(result: SearchResult, settings: dict[str, Any], folder: Path) -
     write_text_atomic(folder / "report.html", render_html(report, markdown, plot))
     return report
 
+
+def _gate_note(confirmation: dict, max_drop: float) -> str:
+    """`slimbert gate`'s default verdict needs the interval's upper end within the budget."""
+    if confirmation.get("gate_passes", True):
+        return ""
+    return (f" (`slimbert gate --max-drop {max_drop:g}` on this folder fails by default: the interval's "
+            f"upper end, {confirmation['ci_high']:+.2f}, is beyond the budget; `--point-estimate` judges "
+            "the point alone)")

@@ -76,4 +76,6 @@ def confirm(labels: np.ndarray, teacher_preds: np.ndarray, chosen_preds: np.ndar
     drop = 100 * (base - cand)
     return {"teacher_score": round(100 * base, 2), "test_score": round(100 * cand, 2),
             "test_drop_points": round(drop, 2), "ci_low": round(low, 2), "ci_high": round(high, 2),  # points
-            "mcnemar_p": round(mcnemar_p(b, c), 4), "within_budget": drop <= max_drop}
+            "mcnemar_p": round(mcnemar_p(b, c), 4), "within_budget": drop <= max_drop,
+            # what `slimbert gate`'s default verdict says: the interval's upper end within the budget
+            "gate_passes": high <= max_drop}

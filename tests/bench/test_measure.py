@@ -77,9 +77,11 @@ def test_an_executorch_export_before_the_bench_leaves_its_latencies_alone(tiny_c
     from slimbert.recipe import recipe_from_dict
     from tests.conftest import tiny_recipe
 
-    bench = {"name": "bench", "type": "bench", "artifacts": ["model", "onnx"], "targets": ["torch-cpu", "ort-cpu"],
-             "batch_sizes": [1], "seq_len": 32, "budget_s": 1.0, "split": "dev"}
-    stages = [{"name": "pte", "type": "export-executorch", "input": "model", "precision": "int8", "max_seq_len": 32},
+    bench = {"name": "bench", "type": "bench", "artifacts": ["model", "onnx"],
+             "targets": ["torch-cpu", "ort-cpu"], "batch_sizes": [1], "seq_len": 32, "budget_s": 1.0,
+             "split": "dev"}
+    stages = [{"name": "pte", "type": "export-executorch", "input": "model", "precision": "int8",
+               "max_seq_len": 32},
               {"name": "onnx", "type": "export-onnx", "input": "model"}, bench]
     recipe = recipe_from_dict(tiny_recipe(tiny_classifier, sentiment_csv, stages), "test")
     after_export = run_recipe(recipe, tmp_path, progress=False).artifact("bench").path / "report.json"

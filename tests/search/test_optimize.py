@@ -109,10 +109,11 @@ def test_the_confirmation_interval_is_in_points_around_the_drop():
     teacher = labels.copy()
     chosen = labels.copy()
     chosen[:100] = 0  # 10 points lost
-    result = confirm(labels, teacher, chosen, metric="accuracy", num_classes=2, max_drop=12.0,
+    result = confirm(labels, teacher, chosen, metric="accuracy", num_classes=2, max_drop=11.0,
                      confidence=0.95, seed=0, samples=2000)
     assert result["test_drop_points"] == 10.0 and result["within_budget"]
     assert 7.5 < result["ci_low"] < 10.0 < result["ci_high"] < 12.5
+    assert not result["gate_passes"]  # the point is within 11 points, the interval's upper end is not
 
 
 def test_nothing_reads_the_test_split_before_the_confirmation(searched):
