@@ -95,8 +95,8 @@ def test_a_plain_onnxruntime_session_reproduces_the_bench_on_every_onnx_artifact
     stages = [{"name": "onnx", "type": "export-onnx", "input": "model"},
               {"name": "int8", "type": "quantize-onnx", "input": "onnx", "mode": "dynamic"},
               {"name": "static", "type": "quantize-onnx", "input": "onnx", "mode": "static"},
-              {"name": "bench", "type": "bench", "artifacts": ["onnx", "int8", "static"], "targets": ["ort-cpu"],
-               "batch_sizes": [1], "seq_len": 16, "budget_s": 0.05}]
+              {"name": "bench", "type": "bench", "artifacts": ["onnx", "int8", "static"],
+               "targets": ["ort-cpu"], "batch_sizes": [1], "seq_len": 16, "budget_s": 0.05}]
     recipe = recipe_from_dict(tiny_recipe(tiny_classifier, sentiment_csv, stages), "test")
     result = run_recipe(recipe, tmp_path, progress=False)
     report = load_report(result.artifact("bench").path / "report.json")
