@@ -40,9 +40,15 @@ def main() -> None:
         result = slimbert.optimize(targets=args.targets, max_drop=budget, out=args.out)
         wall = time.perf_counter() - start
         stages = json.loads((args.out / "run.json").read_text())["stages"]
+        teacher = next((s for s in stages if s["type"] == "finetune"), None)
+        teacher_seconds = (json.loads((Path(teacher["path"]) / "manifest.json").read_text())
+                           .get("metrics", {}).get("train_seconds", 0.0) if teacher else 0.0)
         candidates = json.loads((args.out / "candidates" / "costs.json").read_text())
         runs.append({
             "max_drop": budget, "wall_seconds": round(wall, 1),
+            # what this budget's search costs from an empty folder: the teacher's fine-tune and every
+            # candidate stage it used, at the seconds each took when it was made (here or earlier)
+            "from_empty_seconds": round(teacher_seconds + result.report.get("made_seconds", 0.0), 1),
             "stages_ran": [s["name"] for s in stages if s["status"] == "ran"],
             "candidate_stages_made_so_far": len(candidates),
             "chosen": {t: {"artifact": (c.get("point") or {}).get("artifact"),

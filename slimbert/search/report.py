@@ -25,6 +25,8 @@ def report_dict(result: SearchResult, settings: dict[str, Any]) -> dict[str, Any
         "not_tried": result.not_tried,
         "stopped_by_time": result.stopped_by_time,
         "seconds": result.seconds,
+        "stages_used": result.stages_used,
+        "made_seconds": result.made_seconds,
     }
 
 
@@ -66,7 +68,9 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"the teacher ({report['teacher_dev_score']:.2f}% on dev). Chosen on dev "
              f"({report['dev_examples']} examples: a paired drop resolves about "
              f"+-{report['dev_resolution_points']:.1f} points), confirmed once on test. "
-             f"{report['seconds'] / 60:.1f} min.", "", "## Chosen", ""]
+             f"{report['seconds'] / 60:.1f} min; the stages it used took "
+             f"{report.get('made_seconds', 0) / 60:.1f} min to make (here or in an earlier search).", "",
+             "## Chosen", ""]
     for target, chosen in report["chosen"].items():
         lines += _chosen_lines(target, chosen, s["max_drop"])
     lines += ["## Every candidate (dev)", "",

@@ -70,6 +70,11 @@ class SearchResult:
     seconds: float
     stopped_by_time: bool = False
     targets: list[str] = field(default_factory=list)
+    # every candidate stage (training, export, quantization, dev and test benches) the search
+    # used, and what they took to make, by this search or an earlier one in the same folder:
+    # the search's cost from an empty candidates folder, whatever it reused
+    stages_used: list[str] = field(default_factory=list)
+    made_seconds: float = 0.0
 
 
 def check_targets(targets: list[str]) -> None:
@@ -288,7 +293,8 @@ def run_search(teacher_dir: Path, dataset: dict[str, Any], seed: int, cfg: Optim
                         teacher_dev_score=round(100 * search.reference.score, 2),
                         dev_examples=len(data.splits["dev"]), dev_resolution_points=resolution,
                         seconds=round(search.clock() - search.start, 1), stopped_by_time=stopped,
-                        targets=list(cfg.targets))
+                        targets=list(cfg.targets), stages_used=sorted(candidates.stages),
+                        made_seconds=candidates.cost(list(candidates.stages)))
 
 
 def _choose_and_confirm(candidates: Candidates, search: Search, target: str, data, out_dir: Path,

@@ -91,6 +91,8 @@ def test_each_target_gets_the_fastest_artifact_within_budget_on_dev(searched):
     mobile = report["chosen"]["ort-mobile"]
     assert mobile["point"]["artifact"].endswith("-ort") and "proxy" in mobile["proxy"]
     assert (out / "report.md").is_file() and (out / "optimize" / "pareto.png").is_file()
+    # what the search used, and what that took to make: its cost from an empty folder
+    assert "teacher-onnx" in report["stages_used"] and report["made_seconds"] > 0
 
 
 def test_the_confirmation_carries_the_gates_statistics(searched):
