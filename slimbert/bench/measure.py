@@ -1,12 +1,13 @@
 """One bench row's measurement (predictions, latency, memory), in a fresh worker process.
 
-Whatever earlier work left in the bench's own process is timed with the rows: thread pools,
+Whatever earlier work left in a process is timed with what runs next in it: thread pools,
 thread settings, a busy thread. After an ExecuTorch export in the same `slimbert run`, the
-PyTorch teacher read 910 ms at batch 1 instead of 16 ms. So a bench measures its rows in a
-worker process started for it (``spawn``: a new interpreter, nothing of this process's state
-inherited), one session at a time. At the end the worker times every row again, briefly; a
-row whose two medians disagree is flagged in the report (another process was busy, or the
-row is unstable), instead of being shown as if it were sound.
+PyTorch teacher read 910 ms at batch 1 instead of 16 ms; running a `.pte` row first does
+the same to a torch row after it (903 ms against 74 ms re-timed). So every row is measured
+in a process of its own (``spawn``: a new interpreter, nothing inherited), and at the end
+every row is timed again, briefly, in another new process; a row whose two medians disagree
+is flagged in the report (another process was busy, or the row is unstable), instead of
+being shown as if it were sound.
 
 Everything here runs in the worker, so it takes and returns plain picklable values.
 """
@@ -133,10 +134,11 @@ def timing_flag(p50_ms: float | None, recheck_ms: float | None) -> str | None:
 
 
 class Worker:
-    """Where rows are measured: a fresh process (``isolated``) or this one.
+    """Where rows are measured: a new process per call (``isolated``) or this one.
 
-    One worker serves a whole bench, so its rows share one clean process; it is closed when
-    the bench ends (also on error or Ctrl-C).
+    The pool's one process is replaced after every call (``maxtasksperchild=1``), so no row
+    inherits what the one before it left; the pool is closed when the bench ends (also on
+    error or Ctrl-C).
     """
 
     def __init__(self, isolated: bool = True) -> None:
@@ -145,7 +147,7 @@ class Worker:
 
     def __enter__(self) -> Worker:
         if self.isolated:
-            self._pool = multiprocessing.get_context("spawn").Pool(1)
+            self._pool = multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1)
         return self
 
     def call(self, fn, *args):
