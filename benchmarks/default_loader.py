@@ -26,6 +26,7 @@ from slimbert.bench.default_loader import plain_session_agreement
 from slimbert.bench.latency import synthetic_batch
 from slimbert.bench.report import load_report
 from slimbert.data import load_dataset
+from slimbert.models import load_tokenizer
 from slimbert.recipe import load_recipe
 
 RESULTS = Path(__file__).parent / "results" / "default_loader.json"
@@ -40,7 +41,7 @@ def fusion_cost(path: Path, rounds: int = 8, runs: int = 15) -> dict[str, float]
                 "skiplayernorm_off": ort.InferenceSession(model, providers=cpu,
                                                           disabled_optimizers=["SkipLayerNormFusion"])}
     names = tuple(i.name for i in sessions["defaults"].get_inputs())
-    feed = synthetic_batch(1, 128, 30522, names)
+    feed = synthetic_batch(1, 128, load_tokenizer(path).vocab_size, names)  # vocabulary-pruned: fewer ids
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for session in sessions.values():
         for _ in range(5):
