@@ -301,6 +301,11 @@ def _latency_check(cfg: GateConfig, baseline_report: BenchReport, baseline_row: 
                         hint="bench baseline and candidate side by side and pass that one report with "
                              "--baseline-artifact and --candidate-artifact, or drop --max-latency-ratio.")
     ratio = _p50_batch1(candidate_row) / _p50_batch1(baseline_row)
+    flagged = [row for row in (baseline_row, candidate_row) if row.timing_flag]
+    if flagged:  # fail closed: the bench itself said these latencies are not to be trusted
+        return [_check("max_latency_ratio", ratio, cfg.max_latency_ratio, False,
+                       f"{flagged[0].label}'s latency was flagged by the bench ({flagged[0].timing_flag}); "
+                       "a ratio of untrusted timings cannot pass")]
     ok = ratio <= cfg.max_latency_ratio + _EPS
     bound = "within" if ok else "more than"
     return [_check("max_latency_ratio", ratio, cfg.max_latency_ratio, ok,

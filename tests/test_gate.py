@@ -239,6 +239,19 @@ def test_latency_ratio_same_report_only():
         evaluate_gate(report, base, report, cand, GateConfig(max_latency_ratio=1.2))
 
 
+def test_a_latency_the_bench_flagged_fails_the_latency_check():
+    """A row whose end-of-bench re-timing disagreed is not timed well enough to pass a ratio."""
+    report, base, cand = base_and(BASE_WRONG)
+    assert evaluate_gate(report, base, report, cand, GateConfig(max_latency_ratio=2.0)).passed
+    cand["timing_flag"] = "re-timed at the end of the bench: p50 9.00 ms against 2.00 ms (4.50x)"
+    result = evaluate_gate(report, base, report, cand, GateConfig(max_latency_ratio=2.0))
+    assert not result.passed
+    message = result.checks[-1]["message"]
+    assert "flagged by the bench" in message and "9.00 ms" in message
+    # accuracy thresholds alone do not read latencies: a flag does not touch them
+    assert evaluate_gate(report, base, report, cand, GateConfig(max_drop=50.0)).passed
+
+
 # -- renderers -----------------------------------------------------------------------------
 
 
