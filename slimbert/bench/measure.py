@@ -15,12 +15,13 @@ Everything here runs in the worker, so it takes and returns plain picklable valu
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from slimbert.bench.config import BenchConfig
 from slimbert.bench.latency import measure_latency, synthetic_batch
 from slimbert.data import EncodedSplit
 
@@ -37,14 +38,7 @@ class RowJob:
     threads: int
     encoded: EncodedSplit  # the evaluation split, tokenized (accuracy is scored by the caller)
     vocab_size: int
-    eval_batch_size: int
-    batch_sizes: list[int]
-    seq_len: int
-    sweep_seq_lens: list[int] = field(default_factory=list)
-    warmup: int = 3
-    min_iters: int = 10
-    max_iters: int = 200
-    budget_s: float = 3.0
+    cfg: BenchConfig  # batch sizes, lengths, warm-up, iterations, timing budget
 
 
 @dataclass
@@ -88,10 +82,10 @@ def _load(job: RowJob):
     return session
 
 
-def _time(session, job: RowJob, batch_size: int, seq_len: int, budget_s: float) -> dict[str, Any]:
+def _time(session, job: RowJob, cfg: BenchConfig, batch_size: int, seq_len: int) -> dict[str, Any]:
     batch = synthetic_batch(batch_size, seq_len, job.vocab_size, session.input_names)
-    stats = measure_latency(session, batch, warmup=job.warmup, min_iters=job.min_iters,
-                            max_iters=job.max_iters, budget_s=budget_s)
+    stats = measure_latency(session, batch, warmup=cfg.warmup, min_iters=cfg.min_iters,
+                            max_iters=cfg.max_iters, budget_s=cfg.budget_s)
     return stats.__dict__
 
 
@@ -99,14 +93,15 @@ def measure_row(job: RowJob) -> RowMeasurement:
     """Predict the split and time every batch size (and sweep length) on one session."""
     from slimbert.runtimes import all_runtimes
 
+    cfg = job.cfg
     cuda = all_runtimes()[job.runtime].device == "cuda"
     rss_before = _rss_mb()
     if cuda:
         _reset_gpu_peak()
     session = _load(job)
-    logits = session.predict(job.encoded, job.eval_batch_size)
-    latency = [_time(session, job, b, job.seq_len, job.budget_s) for b in job.batch_sizes]
-    sweep = [_time(session, job, max(job.batch_sizes), n, job.budget_s) for n in job.sweep_seq_lens]
+    logits = session.predict(job.encoded, cfg.eval_batch_size)
+    latency = [_time(session, job, cfg, b, cfg.seq_len) for b in cfg.batch_sizes]
+    sweep = [_time(session, job, cfg, max(cfg.batch_sizes), n) for n in cfg.sweep_seq_lens or []]
     rss_after = _rss_mb()
     return RowMeasurement(
         logits=logits, latency=latency, sweep=sweep,
@@ -121,8 +116,8 @@ def recheck_p50(job: RowJob) -> float:
     A newly started process runs its first iterations slower (thread pools, memory arenas):
     at least 10 warm-up runs, so that a short window does not flag a sound row."""
     session = _load(job)
-    rerun = replace(job, warmup=max(job.warmup, 10))
-    return _time(session, rerun, min(job.batch_sizes), job.seq_len, max(0.5, job.budget_s / 2))["p50_ms"]
+    cfg = replace(job.cfg, warmup=max(job.cfg.warmup, 10), budget_s=max(0.5, job.cfg.budget_s / 2))
+    return _time(session, job, cfg, min(cfg.batch_sizes), cfg.seq_len)["p50_ms"]
 
 
 def timing_flag(p50_ms: float | None, recheck_ms: float | None) -> str | None:

@@ -161,10 +161,7 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
             row_threads = cfg.threads or runtime.default_threads or threads  # mobile: a phone's count
             job = RowJob(runtime=runtime.name, path=entry.path, threads=row_threads,
                          encoded=encode_split(tokenizer, split, max_length), vocab_size=tokenizer.vocab_size,
-                         eval_batch_size=cfg.eval_batch_size, batch_sizes=list(cfg.batch_sizes),
-                         seq_len=cfg.seq_len, sweep_seq_lens=list(cfg.sweep_seq_lens or []),
-                         warmup=cfg.warmup, min_iters=cfg.min_iters, max_iters=cfg.max_iters,
-                         budget_s=cfg.budget_s)
+                         cfg=cfg)
             measured = worker.call(measure_row, job)
             _check_finite(measured.logits, f"{entry.name} on {runtime.name}")
             predictions = measured.logits.argmax(-1)

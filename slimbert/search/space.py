@@ -80,13 +80,18 @@ def _prefix(model: str) -> str:
     return "teacher" if model == TEACHER else model
 
 
+def _repair_tolerance(cfg: OptimizeConfig) -> float:
+    """Half the budget for quantization with repair; artifacts carry it in their names, so
+    searches with other budgets keep their own."""
+    return round(cfg.max_drop / 2, 3)
+
+
 def _onnx_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
     onnx = {"name": f"{_prefix(model)}-onnx", "type": "export-onnx", "input": model}
     dynamic = {"name": f"{_prefix(model)}-int8", "type": "quantize-onnx", "input": onnx["name"],
                "mode": "dynamic"}
     # static INT8 with repair: the most sensitive nodes fall back until half the budget holds
-    # (named with its tolerance: searches with other budgets keep their own)
-    tolerance = round(cfg.max_drop / 2, 3)
+    tolerance = _repair_tolerance(cfg)
     static = {"name": f"{_prefix(model)}-static-tol{tolerance:g}", "type": "quantize-onnx",
               "input": onnx["name"], "mode": "static", "per_channel": True, "calibration": "percentile",
               "tolerance": tolerance}
@@ -104,7 +109,7 @@ def _ort_mobile_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
 
 
 def _torch_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
-    tolerance = round(cfg.max_drop / 2, 3)
+    tolerance = _repair_tolerance(cfg)
     pt2e = {"name": f"{_prefix(model)}-pt2e-tol{tolerance:g}", "type": "quantize-torch", "input": model,
             "tolerance": tolerance}
     return [Artifact(model, ()), Artifact(pt2e["name"], (pt2e,))]
