@@ -5,7 +5,8 @@
 
 Each budget runs the whole command's work through the Python API (`slimbert.optimize`),
 the teacher fine-tune included on the first; later budgets reuse the teacher and every
-candidate they share (the search's stages are content-hashed). Per budget the JSON records
+candidate they share (the search's stages are content-hashed). Candidates are ranked on a
+selection split held out of the training data (`rank_split`). Per budget the JSON records
 the wall time, how many stages ran and were reused, and per target the chosen artifact with
 its confirmation on test: `test_drop_points` (with its paired-bootstrap 95% CI and McNemar
 p) and the p50 speed-ups at batch 1, 128 tokens, side by side in the same bench run:
@@ -53,9 +54,12 @@ def main() -> None:
             "candidate_stages_made_so_far": len(candidates),
             "chosen": {t: {"artifact": (c.get("point") or {}).get("artifact"),
                            "runtime": (c.get("point") or {}).get("runtime"),
-                           "dev_drop_points": (c.get("point") or {}).get("dev_drop"),
+                           # on the ranking split (held-out selection split, or dev), before test
+                           "rank_drop_points": (c.get("point") or {}).get("drop"),
+                           "rank_drop_bound": (c.get("point") or {}).get("drop_bound"),
                            **(c.get("confirmation") or {})}
                        for t, c in result.report["chosen"].items()},
+            "rank_split": result.report["rank_split"], "rank_examples": result.report["rank_examples"],
             "not_tried": result.report["not_tried"],
             "candidates": len(result.report["candidates"]),
         })

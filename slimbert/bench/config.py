@@ -27,7 +27,7 @@ class BenchConfig:
     min_iters: int = 10
     max_iters: int = 200
     budget_s: float = 3.0  # timing budget per artifact, target and batch size
-    split: Literal["test", "dev"] = "test"
+    split: Literal["test", "dev", "selection"] = "test"  # selection: see SplitFractions
     eval_batch_size: int = 64
     # rows are measured in a fresh worker process, away from what earlier stages left in this
     # one (bench/measure.py); false measures in this process (quicker to start, less trusted)

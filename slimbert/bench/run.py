@@ -122,6 +122,11 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
     threads = cfg.threads or os.cpu_count() or 1
     check_targets(cfg)
     runtimes = all_runtimes()
+    if cfg.split not in data.splits and cfg.split == "selection":
+        raise SlimbertError("bench split 'selection' asked for, but the dataset holds out no "
+                            "selection split.",
+                            hint="set dataset.split.selection to a share of the training examples "
+                                 "(e.g. 0.15), or bench split: dev.")
     split = data.splits[cfg.split]
     plan, unavailable = [], []
     for entry in entries:

@@ -11,6 +11,10 @@ class SplitFractions:
 
     dev: float = 0.1
     test: float = 0.2
+    # a share of the training examples (after dev and test are carved) held out as a
+    # "selection" split: never trained on, never used for early stopping, so a model search
+    # (`slimbert optimize`) ranks candidates on data no candidate has fitted. 0: none.
+    selection: float = 0.0
 
     def __post_init__(self) -> None:
         if not (0 < self.dev < 1 and 0 < self.test < 1 and self.dev + self.test < 1):
@@ -18,6 +22,9 @@ class SplitFractions:
                 f"split fractions dev={self.dev}, test={self.test} must each be in (0, 1) "
                 "and leave examples for training"
             )
+        if not 0 <= self.selection < 1:
+            raise ValueError(f"split fraction selection={self.selection} must be in [0, 1) "
+                             "(a share of the training examples)")
 
 
 @dataclass

@@ -85,7 +85,8 @@ class TextClassificationData:
             return self.whole_fingerprint
         digest = hashlib.sha256()
         digest.update("\x1f".join(self.label_names).encode())
-        for name in SPLITS:
+        # a selection split (held out of train) is hashed too; data without one hashes as before
+        for name in SPLITS + (("selection",) if "selection" in self.splits else ()):
             split = self.splits[name]
             digest.update(name.encode())
             for i, text in enumerate(split.texts):
@@ -267,6 +268,23 @@ def _subset(split: RawSplit, idx: np.ndarray) -> RawSplit:
     )
 
 
+def hold_out_selection(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(train, selection): ``fraction`` of each label's training examples held out.
+
+    Per label, so an imbalanced dataset's rare classes are in the selection split in their
+    share (a class too rare to give one example stays whole in train). Its own seeded
+    stream: dev and test are the same with or without a selection split.
+    """
+    rng = np.random.default_rng([seed, 1])
+    held = []
+    for label in np.unique(train.labels):
+        members = np.flatnonzero(train.labels == label)
+        held.extend(rng.permutation(members)[: int(round(fraction * len(members)))])
+    held_mask = np.zeros(len(train), dtype=bool)
+    held_mask[held] = True
+    return train.take(np.flatnonzero(~held_mask)), train.take(np.flatnonzero(held_mask))
+
+
 def load_dataset(cfg: DatasetConfig, *, seed: int = 0, base: Path | None = None) -> TextClassificationData:
     """Load, split and label-encode the dataset described by ``cfg``."""
     base = base or Path.cwd()
@@ -317,6 +335,8 @@ def load_dataset(cfg: DatasetConfig, *, seed: int = 0, base: Path | None = None)
         if cfg.limit is not None and len(split) > cfg.limit:
             split = split.take(np.arange(cfg.limit))
         splits[name] = split
+    if cfg.split.selection:
+        splits["train"], splits["selection"] = hold_out_selection(splits["train"], cfg.split.selection, seed)
 
     info = {
         "source": source if cfg.train is None else {"train": cfg.train, "dev": cfg.dev, "test": cfg.test},
@@ -326,6 +346,8 @@ def load_dataset(cfg: DatasetConfig, *, seed: int = 0, base: Path | None = None)
         "split_seed": seed,
         "sizes": {k: len(v) for k, v in splits.items()},
     }
+    if cfg.split.selection:
+        info["selection_fraction"] = cfg.split.selection
     data = TextClassificationData(splits, [str(v) for v in vocab], info)
     data.info["fingerprint"] = data.fingerprint
     log.info("dataset %s: %s, labels %s", source, info["sizes"], data.label_names)

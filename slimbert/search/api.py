@@ -68,7 +68,12 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     from slimbert.models import resolve_model
     from slimbert.recipe import default_recipe_dict
     from slimbert.schema import from_dict, to_dict
-    from slimbert.search.strategy import check_dev_split, check_targets, check_time_budget
+    from slimbert.search.strategy import (
+        check_rank_split,
+        check_targets,
+        check_time_budget,
+        with_selection_split,
+    )
 
     default = default_recipe_dict()
     teacher_stage = next(s for s in default["stages"] if s["type"] == "finetune")
@@ -77,11 +82,14 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     else:  # a model slimbert made keeps the split it was trained on (never scored on its training data)
         dataset, seed = dataset_and_seed(model or default["model"], dataset, seed)
     model = model or default["model"]
+    data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
+    # held out before the teacher is fine-tuned here, so the teacher does not fit it either
+    dataset = with_selection_split(dataset, cfg, len(data.splits["train"]))
     data_cfg = from_dict(DatasetConfig, dataset, source="optimize dataset")
     data = load_dataset(data_cfg, seed=seed)
-    # what can be checked before anything is trained or written: targets, the dev split's size
+    # what can be checked before anything is trained or written: targets, the ranking split's size
     check_targets(cfg.targets)
-    check_dev_split(data.splits["dev"].labels, data.num_labels, cfg.max_drop)
+    check_rank_split(data, cfg.max_drop)
     stages = []
     teacher = resolve_model(model)
     if cfg.time_budget_min is not None and cfg.depths:  # measured now: the base model runs as fast

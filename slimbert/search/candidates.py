@@ -1,9 +1,10 @@
 """Runs candidate stages through the engine, in one folder shared by every search.
 
-Every candidate stage, and the dev bench of every artifact, is an ordinary recipe stage in
-``<out>/candidates``: the engine hashes its inputs, reuses it when nothing changed, and
-resumes an interrupted one from its checkpoint. The selection data withholds the test
-split (see ``run_recipe(withhold_test=True)``), so no candidate stage can read it.
+Every candidate stage, and the bench of every artifact on the ranking split, is an ordinary
+recipe stage in ``<out>/candidates``: the engine hashes its inputs, reuses it when nothing
+changed, and resumes an interrupted one from its checkpoint. The selection data withholds the test
+split (see ``run_recipe(withhold_test=True)``), so no candidate stage can read it. Candidates
+are measured on ``split``: the selection split held out of training, or dev.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ CANDIDATES_RECIPE = "optimize-candidates"
 
 
 @dataclass
-class DevRow:
-    """One artifact on one runtime, measured on the dev split."""
+class SplitRow:
+    """One artifact on one runtime, measured on the split the search ranks on."""
 
     artifact: str
     runtime: str
@@ -40,8 +41,9 @@ class Candidates:
     """The candidates folder: runs stages by name, remembers what each cost to make."""
 
     def __init__(self, folder: Path, teacher_dir: Path, dataset: dict[str, Any], seed: int, *,
-                 metric: str, seq_len: int, bench_budget_s: float, progress: bool):
+                 metric: str, seq_len: int, bench_budget_s: float, progress: bool, split: str = "dev"):
         self.folder = folder
+        self.split = split
         self.teacher_dir = teacher_dir
         self.dataset = dataset
         self.seed = seed
@@ -53,7 +55,7 @@ class Candidates:
         self._costs_path = folder / "costs.json"
         self.costs: dict[str, float] = (json.loads(self._costs_path.read_text())
                                         if self._costs_path.is_file() else {})
-        self._measured: dict[tuple[str, str], DevRow] = {}  # a search asks for some rows twice
+        self._measured: dict[tuple[str, str], SplitRow] = {}  # a search asks for some rows twice
 
     def run(self, stages: list[dict], *, withhold_test: bool = True) -> None:
         """Make these stages (and the earlier ones they read), reusing finished ones.
@@ -94,20 +96,20 @@ class Candidates:
             visit(name)
         return ordered
 
-    def bench_dev(self, artifact: str, runtime: str) -> DevRow:
-        """``artifact`` on ``runtime`` over the dev split: score, p50 at batch 1, size."""
+    def measure(self, artifact: str, runtime: str) -> SplitRow:
+        """``artifact`` on ``runtime`` over the ranking split: score, p50 at batch 1, size."""
         from slimbert.bench.report import load_report
 
         if (artifact, runtime) in self._measured:
             return self._measured[artifact, runtime]
-        name = f"dev-{artifact}@{runtime}"
+        name = f"{self.split}-{artifact}@{runtime}"
         self.run([{"name": name, "type": "bench", "artifacts": [artifact], "targets": [runtime],
-                   "split": "dev", "batch_sizes": [1], "seq_len": self.seq_len,
+                   "split": self.split, "batch_sizes": [1], "seq_len": self.seq_len,
                    "budget_s": self.bench_budget_s}])
         report = load_report(self.folder / name / "report.json")
         row = report.rows[0]
-        measured = DevRow(artifact, runtime, float(row.accuracy[self.metric]), row.p50(1), float(row.size_mb),
-                          np.asarray(row.predictions), np.asarray(report.labels))
+        measured = SplitRow(artifact, runtime, float(row.accuracy[self.metric]), row.p50(1),
+                            float(row.size_mb), np.asarray(row.predictions), np.asarray(report.labels))
         self._measured[artifact, runtime] = measured
         return measured
 

@@ -25,7 +25,8 @@ class PruneFractions:
 class OptimizeConfig:
     """The search: targets, accuracy budget, time budget, and the space of candidates.
 
-    Candidates are compared on the dev split only; the test split is read once, for the
+    Candidates are compared on a selection split held out of the training data (``selection``;
+    dev when the data is too small to spare one); the test split is read once, for the
     artifact chosen per target, and its drop against the teacher is confirmed with the
     gate's statistics (paired bootstrap CI, McNemar).
     """
@@ -36,7 +37,7 @@ class OptimizeConfig:
     time_budget_min: float | None = None  # None: no limit
     # student depths: a fraction of the teacher's layers (< 1) or a layer count (>= 1);
     # the teacher itself is always a candidate (depth "none")
-    depths: list[float] = field(default_factory=lambda: [1 / 2, 1 / 3])
+    depths: list[float] = field(default_factory=lambda: [2 / 3, 1 / 2, 1 / 3])
     # kd-aug (+0.6 points for a 3-layer student in docs/results.md) costs 5x a kd epoch: opt in;
     # by default the search of the built-in default fits an hour on 2 cores
     distill: list[Literal["kd", "kd-aug"]] = field(default_factory=lambda: ["kd"])
@@ -54,6 +55,14 @@ class OptimizeConfig:
     seq_len: int = 128  # latency is p50 at batch 1 and this many tokens
     bench_budget_s: float = 2.0  # seconds of latency timing per artifact and runtime
     confidence: float = 0.95
+    # share of the training examples held out to rank candidates: no candidate trains or
+    # early-stops on it (dev does that), so its scores are not flattered by fitting. Searches
+    # on data whose held-out share would be under MIN_RANK_EXAMPLES rank on dev instead. 0: dev.
+    selection: float = 0.15
+    # a candidate is within the budget when its drop, at this one-sided confidence on the
+    # ranking split, is: the margin against the winner's curse of picking the fastest of
+    # many noisy candidates. 0.5: the point estimate alone.
+    selection_confidence: float = 0.8
 
     def __post_init__(self) -> None:
         if self.max_drop < 0:
@@ -74,3 +83,8 @@ class OptimizeConfig:
             raise ValueError(f"survivors must be >= 1, got {self.survivors}")
         if not 0.5 <= self.confidence < 1:
             raise ValueError(f"confidence must be in [0.5, 1), got {self.confidence}")
+        if not 0.5 <= self.selection_confidence < 1:
+            raise ValueError(f"selection_confidence must be in [0.5, 1), got {self.selection_confidence}")
+        if not 0 <= self.selection < 0.5:
+            raise ValueError(f"selection must be a share of the training examples in [0, 0.5), "
+                             f"got {self.selection}")

@@ -16,10 +16,11 @@ def report_dict(result: SearchResult, settings: dict[str, Any]) -> dict[str, Any
               for t in result.targets}
     return {
         "settings": settings,
-        "teacher_dev_score": result.teacher_dev_score,
-        "dev_examples": result.dev_examples,
-        "dev_resolution_points": result.dev_resolution_points,
-        "candidates": [p.to_dict() for p in result.points],  # dev numbers only
+        "teacher_score": result.teacher_score,  # on the ranking split
+        "rank_split": result.rank_split,
+        "rank_examples": result.rank_examples,
+        "resolution_points": result.resolution_points,
+        "candidates": [p.to_dict() for p in result.points],  # ranking-split numbers only
         "pareto_front": fronts,
         "chosen": result.chosen,  # test numbers: for these artifacts only
         "not_tried": result.not_tried,
@@ -51,9 +52,10 @@ def _chosen_lines(target: str, chosen: dict[str, Any], max_drop: float) -> list[
         lines.append(f"- latency is a proxy: {chosen['proxy']}")
     if not c["within_budget"]:
         nxt = c.get("next_candidate")
-        lines.append("- the choice stands (it is never remade on test); the next candidate on dev: "
+        lines.append("- the choice stands (it is never remade on test); the next candidate: "
                      + (f"`{nxt['artifact']}` on {nxt['runtime']}, {nxt['p50_ms']:.2f} ms, "
-                        f"{nxt['dev_drop']:+.2f} points on dev" if nxt else "none"))
+                        f"{nxt['drop']:+.2f} points (bound {nxt['drop_bound']:+.2f}) before test"
+                        if nxt else "none"))
     return lines + [""]
 
 
@@ -63,33 +65,39 @@ def _x(value: float | None) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
+    split = report["rank_split"]
+    held_out = ("held out of the training data: no candidate trained or early-stopped on it"
+                if split == "selection" else "training stages early-stop on it too: the data was too "
+                "small to hold out a selection split")
     lines = ["# slimbert optimize", "",
              f"Targets {', '.join(s['targets'])}; budget {s['max_drop']:g} points of {s['metric']} against "
-             f"the teacher ({report['teacher_dev_score']:.2f}% on dev). Chosen on dev "
-             f"({report['dev_examples']} examples: a paired drop resolves about "
-             f"+-{report['dev_resolution_points']:.1f} points), confirmed once on test. "
+             f"the teacher ({report['teacher_score']:.2f}% on {split}). Chosen on the {split} split "
+             f"({report['rank_examples']} examples, {held_out}; a paired drop resolves about "
+             f"+-{report['resolution_points']:.1f} points), held to the budget at "
+             f"{s['selection_confidence']:.0%} one-sided confidence, confirmed once on test. "
              f"{report['seconds'] / 60:.1f} min; the stages it used took "
              f"{report.get('made_seconds', 0) / 60:.1f} min to make (here or in an earlier search).", "",
              "## Chosen", ""]
     for target, chosen in report["chosen"].items():
         lines += _chosen_lines(target, chosen, s["max_drop"])
-    lines += ["## Every candidate (dev)", "",
-              "| target | artifact | runtime | dev % | drop (points) | agrees | p50 b1 (ms) | size (MB) | "
-              "training (s) | lineage |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"## Every candidate ({split})", "",
+              f"| target | artifact | runtime | {split} % | drop (points) | bound | agrees | p50 b1 (ms) | "
+              "size (MB) | training (s) | lineage |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in report["candidates"]:
         front = "**" if f"{p['artifact']}@{p['runtime']}" in report["pareto_front"][p["target"]] else ""
         lines.append(f"| {p['target']} | {front}{p['artifact']}{front} | {p['runtime']} | "
-                     f"{p['dev_score']:.2f} | {p['dev_drop']:+.2f} | {p['agreement']:.1%} | "
+                     f"{p['score']:.2f} | {p['drop']:+.2f} | {p['drop_bound']:+.2f} | {p['agreement']:.1%} | "
                      f"{p['p50_ms']:.2f} | {p['size_mb']:.1f} | {p['train_seconds']:.0f} | "
                      f"{' > '.join(p['lineage']) or 'teacher'} |")
-    lines += ["", "Bold: on the Pareto front (dev score, latency, size) of its target."]
+    lines += ["", "Bold: on the Pareto front (score, latency, size) of its target. Bound: the upper end of "
+              "the drop's one-sided interval, which the budget is held to."]
     if report["not_tried"]:
         lines += ["", "## Not tried", ""] + [f"- {item}" for item in report["not_tried"]]
     return "\n".join(lines) + "\n"
 
 
 def pareto_plot(report: dict[str, Any], path: Path) -> Path | None:
-    """Dev score against p50 latency per target, the front joined and the choice marked."""
+    """Ranking-split score against p50 latency per target, the front joined and the choice marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,21 +109,21 @@ def pareto_plot(report: dict[str, Any], path: Path) -> Path | None:
         points = [p for p in report["candidates"] if p["target"] == target]
         if not points:
             continue
-        ax.scatter([p["p50_ms"] for p in points], [p["dev_score"] for p in points], s=18, alpha=0.6)
+        ax.scatter([p["p50_ms"] for p in points], [p["score"] for p in points], s=18, alpha=0.6)
         on_front = set(report["pareto_front"][target])
         front = sorted((p for p in points if f"{p['artifact']}@{p['runtime']}" in on_front),
                        key=lambda p: p["p50_ms"])
-        ax.plot([p["p50_ms"] for p in front], [p["dev_score"] for p in front], "--", lw=1)
-        floor = report["teacher_dev_score"] - report["settings"]["max_drop"]
+        ax.plot([p["p50_ms"] for p in front], [p["score"] for p in front], "--", lw=1)
+        floor = report["teacher_score"] - report["settings"]["max_drop"]
         ax.axhline(floor, color="grey", lw=0.8, ls=":")
         chosen = report["chosen"].get(target, {}).get("point")
         if chosen:
-            ax.scatter([chosen["p50_ms"]], [chosen["dev_score"]], marker="*", s=220, color="red", zorder=3)
-            ax.annotate(chosen["artifact"], (chosen["p50_ms"], chosen["dev_score"]), fontsize=8,
+            ax.scatter([chosen["p50_ms"]], [chosen["score"]], marker="*", s=220, color="red", zorder=3)
+            ax.annotate(chosen["artifact"], (chosen["p50_ms"], chosen["score"]), fontsize=8,
                         xytext=(6, 6), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("p50 latency at batch 1 (ms, log)")
-        ax.set_ylabel(f"dev {report['settings']['metric']} (%)")
+        ax.set_ylabel(f"{report['rank_split']} {report['settings']['metric']} (%)")
         ax.set_title(f"{target}: budget line dotted, choice starred")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -14,8 +14,9 @@ log = logging.getLogger(__name__)
 
 
 def _announce(point: Point) -> None:
-    log.info("%-16s %-28s %-16s dev %6.2f%% (%+.2f)  p50 %7.2f ms  %6.1f MB", point.target, point.artifact,
-             point.runtime, point.dev_score, -point.dev_drop, point.p50_ms, point.size_mb)
+    log.info("%-16s %-28s %-16s %6.2f%% (%+.2f, bound %+.2f)  p50 %7.2f ms  %6.1f MB", point.target,
+             point.artifact, point.runtime, point.score, -point.drop, -point.drop_bound, point.p50_ms,
+             point.size_mb)
 
 
 def run_optimize(ctx) -> dict[str, Any]:

@@ -1,13 +1,16 @@
-"""The search: cheap first, train as few students as the decision needs, choose on dev.
+"""The search: cheap first, train as few students as the decision needs, choose on held-out data.
 
 1. The teacher and what quantization alone makes of it, on every target (no training).
 2. Every (depth, distillation recipe) trains briefly; per depth the better recipe is kept,
-   and of those the Pareto set on (layers, dev score) survives, at most ``survivors``.
+   and of those the Pareto set on (layers, score) survives, at most ``survivors``.
 3. Survivors train fully; then pruning (structured, vocabulary) and each target's
-   quantizations are tried on them, fastest-looking first. A model whose dev drop is
+   quantizations are tried on them, fastest-looking first. A model whose drop is
    already beyond the budget is not pruned further (pruning does not win accuracy back).
-4. Per target, the fastest point within the budget on dev is chosen; the test split is
-   read once to confirm it against the teacher (select.py).
+4. Per target, the fastest point whose drop bound is within the budget on the ranking split
+   is chosen; the test split is read once to confirm it against the teacher (select.py).
+
+Candidates are ranked on a selection split held out of the training data: training stages
+early-stop on dev, so a ranking on dev would favour whichever candidate fitted dev's noise.
 A time budget is checked before every unit of work; when it runs out, the search stops,
 chooses among what it has, and lists what it did not try.
 """
@@ -26,11 +29,12 @@ import numpy as np
 
 from slimbert.bench.report import load_report
 from slimbert.errors import RuntimeUnavailable, SlimbertError
-from slimbert.search.candidates import Candidates, DevRow
+from slimbert.search.candidates import Candidates, SplitRow
 from slimbert.search.config import OptimizeConfig
 from slimbert.search.select import (
     Point,
     confirm,
+    drop_bound,
     examples_to_resolve,
     pareto_front,
     ranked_within_budget,
@@ -47,6 +51,9 @@ from slimbert.search.space import (
 log = logging.getLogger(__name__)
 
 MIN_DEV_EXAMPLES = 100  # below this a dev split cannot rank candidates even 5 points apart
+# a held-out selection split smaller than this is not worth the training examples it takes:
+# the search ranks on dev instead
+MIN_SELECTION_EXAMPLES = 200
 TEACHER_RUNTIME = "torch-cpu"  # the teacher's dev and test predictions: the reference
 
 
@@ -64,9 +71,10 @@ class SearchResult:
     points: list[Point]
     chosen: dict[str, dict[str, Any]]  # target -> the chosen point, its confirmation, its folder
     not_tried: list[str]
-    teacher_dev_score: float
-    dev_examples: int
-    dev_resolution_points: float  # 95% half-width of a paired drop on this dev split
+    teacher_score: float  # on the ranking split
+    rank_split: str  # "selection" (held out of training) or "dev"
+    rank_examples: int
+    resolution_points: float  # 95% half-width of a paired drop on the ranking split
     seconds: float
     stopped_by_time: bool = False
     targets: list[str] = field(default_factory=list)
@@ -123,16 +131,34 @@ def check_time_budget(teacher_dir: Path, data, cfg: OptimizeConfig, teacher_laye
             hint=f"give --time-budget {minimum} or more, or search quantization alone (no depths).")
 
 
-def check_dev_split(labels: np.ndarray, num_labels: int, max_drop: float) -> float:
-    """Refuse a dev split too small to rank candidates; return the drop it resolves (points)."""
-    n = len(labels)
+def with_selection_split(dataset: dict[str, Any], cfg: OptimizeConfig, train_examples: int) -> dict[str, Any]:
+    """``dataset`` holding out ``cfg.selection`` of its training examples to rank candidates on.
+
+    Left as it is when it names its own selection share, or when the share would hold out
+    fewer than MIN_SELECTION_EXAMPLES (small data: every training example counts; rank on dev).
+    """
+    split = dict(dataset.get("split") or {})
+    if "selection" in split or round(cfg.selection * train_examples) < MIN_SELECTION_EXAMPLES:
+        return dataset
+    return {**dataset, "split": {**split, "selection": cfg.selection}}
+
+
+def rank_split(data) -> str:
+    """The split candidates are ranked on: the held-out selection split, else dev."""
+    return "selection" if "selection" in data.splits else "dev"
+
+
+def check_rank_split(data, max_drop: float) -> float:
+    """Refuse a ranking split too small to rank candidates; return the drop it resolves (points)."""
+    name = rank_split(data)
+    n = len(data.splits[name])
     resolution = resolution_points(n)
     if n < MIN_DEV_EXAMPLES:
         raise SlimbertError(
-            f"the dev split has {n} examples: too few to rank candidates (a paired drop on it "
+            f"the {name} split has {n} examples: too few to rank candidates (a paired drop on it "
             f"resolves only about +-{resolution:.1f} points at 95%).",
-            hint=f"give a larger dev split (dataset split.dev, or a dev file): {MIN_DEV_EXAMPLES} at "
-                 f"the least; resolving {max(max_drop, 1):g} point(s) takes about "
+            hint=f"give a larger {name} split (dataset split.{name}, or a {name} file): {MIN_DEV_EXAMPLES} "
+                 f"at the least; resolving {max(max_drop, 1):g} point(s) takes about "
                  f"{examples_to_resolve(max(max_drop, 1))} examples.")
     return round(float(resolution), 2)
 
@@ -141,18 +167,19 @@ class Search:
     """One search over the candidates folder (see the module docstring for the steps)."""
 
     def __init__(self, candidates: Candidates, cfg: OptimizeConfig, teacher_layers: int, *,
-                 on_point: Callable[[Point], None] | None = None,
+                 num_classes: int = 2, on_point: Callable[[Point], None] | None = None,
                  clock: Callable[[], float] | None = None):
         self.c = candidates
         self.cfg = cfg
         self.teacher_layers = teacher_layers
+        self.num_classes = num_classes
         self.on_point = on_point or (lambda p: log.info("candidate %s", p))
         self.clock = clock or _clock
         self.start = self.clock()
         self.deadline = self.start + 60 * cfg.time_budget_min if cfg.time_budget_min else None
         self.points: list[Point] = []
         self.not_tried: list[str] = []
-        self.reference: DevRow | None = None
+        self.reference: SplitRow | None = None
 
     # --- time ------------------------------------------------------------------------------
     def _check_time(self, what: str) -> None:
@@ -160,12 +187,15 @@ class Search:
             raise OutOfTime(what)
 
     # --- measuring -------------------------------------------------------------------------
-    def _point(self, target: str, row: DevRow) -> Point:
+    def _point(self, target: str, row: SplitRow) -> Point:
         ref = self.reference
+        bound = drop_bound(row.labels, ref.predictions, row.predictions, metric=self.c.metric,
+                           num_classes=self.num_classes, confidence=self.cfg.selection_confidence,
+                           seed=self.c.seed)
         point = Point(
             target=target, artifact=row.artifact, runtime=row.runtime,
             lineage=self.c.lineage(row.artifact) if row.artifact != TEACHER else [],
-            dev_score=round(100 * row.score, 2), dev_drop=round(100 * (ref.score - row.score), 2),
+            score=round(100 * row.score, 2), drop=round(100 * (ref.score - row.score), 2), drop_bound=bound,
             agreement=round(float(np.mean(row.predictions == ref.predictions)), 4),
             p50_ms=round(row.p50_ms, 3), size_mb=row.size_mb,
             train_seconds=self.c.cost(self.c.lineage(row.artifact)) if row.artifact != TEACHER else 0.0)
@@ -183,11 +213,11 @@ class Search:
                 self.c.run(list(artifact.stages))
             for runtime in plan.runtimes:
                 if _runs(runtime, self.c.kind(artifact.name)):
-                    points.append(self._point(target, self.c.bench_dev(artifact.name, runtime)))
+                    points.append(self._point(target, self.c.measure(artifact.name, runtime)))
         return points
 
-    def _model_score(self, model: str) -> DevRow:
-        return self.c.bench_dev(model, TEACHER_RUNTIME)
+    def _model_score(self, model: str) -> SplitRow:
+        return self.c.measure(model, TEACHER_RUNTIME)
 
     # --- the steps -------------------------------------------------------------------------
     def run(self) -> None:
@@ -209,7 +239,7 @@ class Search:
                 self._check_time(f"short training of {stage['name']}")
                 self.c.run([stage])
                 score = self._model_score(stage["name"]).score
-                log.info("short run %s: dev %.2f%%", stage["name"], 100 * score)
+                log.info("short run %s: %s %.2f%%", stage["name"], self.c.split, 100 * score)
                 if count not in best_per_depth or score > best_per_depth[count][0]:
                     best_per_depth[count] = (score, variant)
         # Pareto on (fewer layers, higher score): a deeper student survives only if it scores higher
@@ -219,7 +249,8 @@ class Search:
         for count in best_per_depth:
             if count not in front:
                 score = 100 * best_per_depth[count][0]
-                self.not_tried.append(f"{count}-layer students beyond the short run ({score:.2f}% on dev): a "
+                self.not_tried.append(f"{count}-layer students beyond the short run ({score:.2f}% on "
+                                      f"{self.c.split}): a "
                                       "shallower student scored as well, or better ones filled the survivors")
         survivors = []
         for count in sorted(front):
@@ -240,7 +271,8 @@ class Search:
                 unpruned_drop = 100 * (self.reference.score - self._model_score(student).score)
                 if unpruned_drop > self.cfg.max_drop:
                     self.not_tried.append(f"{model}: the unpruned {student} already loses "
-                                          f"{unpruned_drop:.2f} points on dev (budget {self.cfg.max_drop:g})")
+                                          f"{unpruned_drop:.2f} points on {self.c.split} "
+                                          f"(budget {self.cfg.max_drop:g})")
                     continue
             self._check_time(f"making {model}")
             if stages:
@@ -260,7 +292,7 @@ def run_search(teacher_dir: Path, dataset: dict[str, Any], seed: int, cfg: Optim
                candidates_dir: Path, publish_dir: Path, progress: bool = True,
                on_point: Callable[[Point], None] | None = None,
                clock: Callable[[], float] | None = None) -> SearchResult:
-    """Search, choose per target on dev, confirm on test.
+    """Search, choose per target on the ranking split, confirm on test.
 
     Candidates live in ``candidates_dir`` (shared by every search over the same teacher and
     data, so they are reused); each target's choice is copied to ``publish_dir``/<target>.
@@ -271,15 +303,19 @@ def run_search(teacher_dir: Path, dataset: dict[str, Any], seed: int, cfg: Optim
     from slimbert.schema import from_dict
 
     check_targets(cfg.targets)
+    data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
+    dataset = with_selection_split(dataset, cfg, len(data.splits["train"]))
     dataset_cfg = from_dict(DatasetConfig, dataset, source="optimize dataset")
     data = load_dataset(dataset_cfg, seed=seed)
-    resolution = check_dev_split(data.splits["dev"].labels, data.num_labels, cfg.max_drop)
+    resolution = check_rank_split(data, cfg.max_drop)
     teacher_layers = AutoConfig.from_pretrained(teacher_dir).num_hidden_layers
     if cfg.time_budget_min is not None and cfg.depths:
         check_time_budget(teacher_dir, data, cfg, teacher_layers, dataset_cfg.max_length)
     candidates = Candidates(candidates_dir, teacher_dir, dataset, seed, metric=cfg.metric,
-                            seq_len=cfg.seq_len, bench_budget_s=cfg.bench_budget_s, progress=progress)
-    search = Search(candidates, cfg, teacher_layers, on_point=on_point, clock=clock)
+                            seq_len=cfg.seq_len, bench_budget_s=cfg.bench_budget_s, progress=progress,
+                            split=rank_split(data))
+    search = Search(candidates, cfg, teacher_layers, num_classes=data.num_labels, on_point=on_point,
+                    clock=clock)
     stopped = False
     try:
         search.run()
@@ -290,8 +326,8 @@ def run_search(teacher_dir: Path, dataset: dict[str, Any], seed: int, cfg: Optim
     chosen = {target: _choose_and_confirm(candidates, search, target, data, publish_dir, seed)
               for target in cfg.targets}
     return SearchResult(points=search.points, chosen=chosen, not_tried=search.not_tried,
-                        teacher_dev_score=round(100 * search.reference.score, 2),
-                        dev_examples=len(data.splits["dev"]), dev_resolution_points=resolution,
+                        teacher_score=round(100 * search.reference.score, 2), rank_split=candidates.split,
+                        rank_examples=len(data.splits[candidates.split]), resolution_points=resolution,
                         seconds=round(search.clock() - search.start, 1), stopped_by_time=stopped,
                         targets=list(cfg.targets), stages_used=sorted(candidates.stages),
                         made_seconds=candidates.cost(list(candidates.stages)))
@@ -303,7 +339,8 @@ def _choose_and_confirm(candidates: Candidates, search: Search, target: str, dat
     ranked = ranked_within_budget([p for p in search.points if p.target == target], cfg.max_drop)
     if not ranked:
         return {"point": None,
-                "why": f"no candidate for {target} stayed within {cfg.max_drop:g} points on dev"}
+                "why": f"no candidate for {target} stayed within {cfg.max_drop:g} points on "
+                       f"{candidates.split} (at {cfg.selection_confidence:.0%} one-sided confidence)"}
     point = ranked[0]
     bench_name = f"test-{point.artifact}@{point.runtime}"
     teacher_onnx = "teacher-onnx"
@@ -340,7 +377,7 @@ def _choose_and_confirm(candidates: Candidates, search: Search, target: str, dat
     # the folder is named relative to the optimize report's own (the stage writes it atomically)
     return {"point": point.to_dict(), "confirmation": confirmation, "folder": target,
             "proxy": TARGETS[target].proxy,
-            "why": _why(point, ranked, search.points, cfg)}
+            "why": _why(point, ranked, search.points, cfg, candidates.split)}
 
 
 def _publish(artifact: Path, report: Path, folder: Path) -> None:
@@ -352,17 +389,19 @@ def _publish(artifact: Path, report: Path, folder: Path) -> None:
     shutil.copy2(report, folder / "report.json")
 
 
-def _why(point: Point, ranked: list[Point], points: list[Point], cfg: OptimizeConfig) -> str:
+def _why(point: Point, ranked: list[Point], points: list[Point], cfg: OptimizeConfig, split: str) -> str:
     same_target = [p for p in points if p.target == point.target]
-    faster_out = [p for p in same_target if p.p50_ms < point.p50_ms and p.dev_drop > cfg.max_drop]
+    faster_out = [p for p in same_target if p.p50_ms < point.p50_ms and p.drop_bound > cfg.max_drop]
     text = (f"{point.artifact} on {point.runtime} is the fastest of {len(ranked)} candidates (of "
             f"{len(same_target)} measured for {point.target}) that lose at most {cfg.max_drop:g} points "
-            f"on dev: {point.p50_ms:.2f} ms at batch 1, {point.dev_drop:+.2f} points, "
-            f"{point.agreement:.1%} of the teacher's dev predictions.")
+            f"on the {split} split at {cfg.selection_confidence:.0%} one-sided confidence: "
+            f"{point.p50_ms:.2f} ms at batch 1, {point.drop:+.2f} points (bound {point.drop_bound:+.2f}), "
+            f"{point.agreement:.1%} of the teacher's predictions.")
     if faster_out:
         best = min(faster_out, key=lambda p: p.p50_ms)
-        text += (f" {len(faster_out)} faster candidate(s) lose more; the fastest, {best.artifact}, "
-                 f"runs in {best.p50_ms:.2f} ms but loses {best.dev_drop:.2f} points.")
+        text += (f" {len(faster_out)} faster candidate(s) may lose more; the fastest, {best.artifact}, "
+                 f"runs in {best.p50_ms:.2f} ms and loses {best.drop:.2f} points (bound "
+                 f"{best.drop_bound:.2f}).")
     return text
 
 

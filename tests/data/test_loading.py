@@ -114,3 +114,30 @@ def test_rows_without_a_label_are_left_out_and_counted(tmp_path, caplog):
         data = load_dataset(DatasetConfig(source=str(write_csv(tmp_path / "d.csv", rows))))
     assert sum(data.info["sizes"].values()) == 40
     assert "3 of 43 rows have no 'label' and are left out" in caplog.text
+
+
+def test_a_selection_split_is_held_out_of_train_per_label_leaving_dev_and_test_alone(tmp_path):
+    # imbalanced: 30 "rare" rows among 370 "common", one "single" row too rare to hold out
+    rows = ([(f"common text {i}", "common") for i in range(370)]
+            + [(f"rare text {i}", "rare") for i in range(30)])
+    csv = write_csv(tmp_path / "imbalanced.csv", rows + [("one of a kind", "single")])
+    plain = load_dataset(DatasetConfig(source=str(csv)), seed=0)
+    fractions = {"dev": 0.1, "test": 0.2, "selection": 0.2}
+    held = load_dataset(DatasetConfig(source=str(csv), split=fractions), seed=0)
+    for name in ("dev", "test"):  # the same sentences with or without a selection split
+        assert held.splits[name].texts == plain.splits[name].texts
+    train, selection = held.splits["train"], held.splits["selection"]
+    assert set(train.texts).isdisjoint(selection.texts)
+    assert sorted(train.texts + selection.texts) == sorted(plain.splits["train"].texts)
+    for label in range(plain.num_labels):  # every label held out in its share
+        count = int(np.sum(plain.splits["train"].labels == label))
+        assert int(np.sum(selection.labels == label)) == round(0.2 * count)
+    if "one of a kind" in plain.splits["train"].texts:
+        assert "one of a kind" in train.texts  # a class of one stays in train
+    assert held.info["sizes"]["selection"] == len(selection) and held.info["selection_fraction"] == 0.2
+    assert held.fingerprint != plain.fingerprint
+
+
+def test_a_selection_share_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="selection"):
+        DatasetConfig(split={"dev": 0.1, "test": 0.2, "selection": 1.0})

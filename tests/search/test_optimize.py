@@ -18,8 +18,8 @@ from tests.conftest import build_tiny_bert, make_sentences, write_csv
 
 SPACE = {"targets": ["ort-cpu", "ort-mobile"], "depths": [0.25, 0.75], "distill": ["kd"], "prune": [],
          "vocab": False, "short_epochs": 1, "epochs": 2, "lr": 1e-3, "batch_size": 16, "seq_len": 32,
-         "bench_budget_s": 0.05}
-KILL_AT = 6  # the search is interrupted at this dev measurement, then resumed
+         "bench_budget_s": 0.05, "selection": 0.3}  # 216 of 720 training sentences held out to rank on
+KILL_AT = 6  # the search is interrupted at this measurement, then resumed
 
 
 def noisy_sentences(n: int, seed: int, flip: float = 0.15) -> list[tuple[str, str]]:
@@ -43,7 +43,7 @@ def setting(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def searched(setting):
-    """One search, killed at its KILL_AT-th dev measurement and resumed; every engine call recorded."""
+    """One search, killed at its KILL_AT-th measurement and resumed; every engine call recorded."""
     root, teacher, dataset = setting
     out = root / "search"
     calls = []
@@ -54,7 +54,7 @@ def searched(setting):
                       "withhold_test": kw.get("withhold_test", False)})
         return real_run_recipe(recipe, out_dir, **kw)
 
-    real_bench = Candidates.bench_dev
+    real_bench = Candidates.measure
     measured = []
 
     def dying(self, artifact, runtime):
@@ -65,7 +65,7 @@ def searched(setting):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pipeline, "run_recipe", recording)
-        mp.setattr(Candidates, "bench_dev", dying)
+        mp.setattr(Candidates, "measure", dying)
         with pytest.raises(KeyboardInterrupt):
             optimize(str(teacher), dataset, out=out, progress=False, max_drop=3.0, **SPACE)
     before = {p.parent.name: p.read_text() for p in (out / "candidates").glob("*/manifest.json")}
@@ -75,14 +75,14 @@ def searched(setting):
     return out, resumed, before, calls
 
 
-def test_each_target_gets_the_fastest_artifact_within_budget_on_dev(searched):
+def test_each_target_gets_the_fastest_artifact_within_budget_on_the_selection_split(searched):
     out, result, _, _ = searched
     report = result.report
     for target in SPACE["targets"]:
         chosen = report["chosen"][target]["point"]
         points = [Point(**p) for p in report["candidates"] if p["target"] == target]
         assert chosen == ranked_within_budget(points, 3.0)[0].to_dict()
-        assert chosen["dev_drop"] <= 3.0
+        assert chosen["drop_bound"] <= 3.0 and chosen["drop"] <= chosen["drop_bound"]
         folder = result.folder(target)
         assert (folder / "model" / "manifest.json").is_file()
         test_report = json.loads((folder / "report.json").read_text())
@@ -130,8 +130,10 @@ def test_nothing_reads_the_test_split_before_the_confirmation(searched):
     for call in calls:
         if call["withhold_test"]:
             assert not any(n.startswith("test-") for n, _ in call["stages"])
-    for folder in (out / "candidates").glob("dev-*"):
-        assert json.loads((folder / "report.json").read_text())["dataset"]["split"] == "dev"
+    ranked = list((out / "candidates").glob("selection-*"))
+    assert ranked and not list((out / "candidates").glob("dev-*"))
+    for folder in ranked:
+        assert json.loads((folder / "report.json").read_text())["dataset"]["split"] == "selection"
     student = json.loads((out / "candidates" / "s1-kd-e1" / "manifest.json").read_text())
     assert "test" not in student["metrics"]  # the distill stage did not score on test either
 
@@ -147,7 +149,7 @@ def test_a_killed_search_resumes_without_redoing_finished_stages(searched, setti
 
 
 class ScriptedCandidates:
-    """Candidates whose dev numbers are scripted by depth, to test the strategy's decisions.
+    """Candidates whose numbers are scripted by depth, to test the strategy's decisions.
 
     1-layer students lose 3 points, 3-layer ones 0.5; quantized graphs lose 1 point more and
     run 40% faster; latency grows with depth. The strategy decides what to make from these.
@@ -155,6 +157,8 @@ class ScriptedCandidates:
 
     DROP = {"s1": 3.0, "s3": 0.5, "teacher": 0.0, "model": 0.0}
     MS = {"s1": 1.0, "s3": 3.0, "teacher": 6.0, "model": 6.0}
+
+    metric, seed, split = "accuracy", 0, "selection"
 
     def __init__(self, folder):
         self.folder, self.stages, self.made = folder, {}, []
@@ -167,8 +171,8 @@ class ScriptedCandidates:
     def kind(self, name):
         return "onnx" if name.endswith(("-onnx", "-int8")) or "-static-" in name else "hf-model"
 
-    def bench_dev(self, artifact, runtime):
-        from slimbert.search.candidates import DevRow
+    def measure(self, artifact, runtime):
+        from slimbert.search.candidates import SplitRow
 
         root = artifact.split("-")[0]
         quantized = artifact.endswith("-int8") or "-static-" in artifact
@@ -176,7 +180,7 @@ class ScriptedCandidates:
         labels = np.ones(1000, dtype=int)
         predictions = labels.copy()
         predictions[:int(10 * drop) + 100] = 0  # the teacher (drop 0) gets 90%
-        return DevRow(artifact, runtime, float(np.mean(predictions == labels)),
+        return SplitRow(artifact, runtime, float(np.mean(predictions == labels)),
                       self.MS[root] * (0.6 if quantized else 1.0), 1.0, predictions, labels)
 
     def lineage(self, name):
@@ -219,7 +223,7 @@ def test_the_time_budget_stops_the_search_and_says_what_was_not_tried(setting, s
 
 def test_quantization_that_breaks_the_budget_is_not_chosen_however_fast():
     def point(name, drop, ms):
-        return Point("ort-cpu", name, "ort-cpu", [name], 80.0 - drop, drop, 0.95, ms, 1.0, 0.0)
+        return Point("ort-cpu", name, "ort-cpu", [name], 80.0 - drop, drop, drop, 0.95, ms, 1.0, 0.0)
 
     int8 = point("s3-int8", 1.6, 1.0)
     fp32 = point("s3-onnx", 0.4, 2.0)
@@ -273,3 +277,47 @@ def test_a_model_without_a_head_for_these_labels_is_fine_tuned_first(setting, tm
     assert [s["type"] for s in recipe["stages"]] == ["finetune", "optimize"]
     assert recipe["stages"][1]["input"] == "teacher"
     assert np.isclose(recipe["stages"][1]["max_drop"], 1.0)
+
+
+def test_no_candidate_trains_or_stops_early_on_the_selection_split(searched):
+    out, result, _, _ = searched
+    assert result.report["rank_split"] == "selection"
+    student = json.loads((out / "candidates" / "s1-kd-e1" / "manifest.json").read_text())
+    sizes = student["extra"]["dataset"]["sizes"]
+    assert sizes["train"] + sizes["selection"] == 720 and result.report["rank_examples"] == sizes["selection"]
+    assert student["metrics"]["train_examples"]["original"] == sizes["train"]
+    assert student["metrics"]["dev"]["n"] == sizes["dev"]  # early stopping reads dev, not selection
+
+
+def test_the_budget_holds_the_drops_upper_bound_not_its_point_estimate():
+    from slimbert.search.select import drop_bound
+
+    labels = np.ones(400, dtype=int)
+    teacher = labels.copy()
+    close = labels.copy()
+    close[:6] = 0  # 1.5 points lost on 400 examples: noisy
+    kwargs = {"metric": "accuracy", "num_classes": 2, "seed": 0}
+    assert drop_bound(labels, teacher, close, confidence=0.5, **kwargs) == 1.5
+    bound = drop_bound(labels, teacher, close, confidence=0.8, **kwargs)
+    assert 1.5 < bound < 3.0
+    assert drop_bound(labels, teacher, teacher, confidence=0.8, **kwargs) == 0.0
+
+    def point(name, drop, bound, ms):
+        return Point("ort-cpu", name, "ort-cpu", [name], 80.0 - drop, drop, bound, 0.95, ms, 1.0, 0.0)
+
+    budget = (1.5 + bound) / 2
+    flattered = point("s2-int8", 1.5, bound, 1.0)  # within the budget as measured, not at 80%
+    safer = point("s3-int8", 0.5, 1.2, 2.0)
+    assert ranked_within_budget([flattered, safer], budget) == [safer]
+
+
+def test_small_data_ranks_on_dev_and_a_named_selection_share_is_kept():
+    from slimbert.search.strategy import with_selection_split
+
+    cfg = OptimizeConfig(selection=0.15)
+    assert with_selection_split({"source": "x"}, cfg, 10_000)["split"] == {"selection": 0.15}
+    assert with_selection_split({"source": "x"}, cfg, 1000) == {"source": "x"}  # 150 held out: too few
+    named = {"source": "x", "split": {"dev": 0.1, "test": 0.2, "selection": 0.0}}
+    assert with_selection_split(named, cfg, 10_000) is named
+    with pytest.raises(ValueError, match="selection"):
+        OptimizeConfig(selection=0.6)
