@@ -55,6 +55,11 @@ class OnnxQuantizeConfig:
     # or "auto": dynamic for static QOperator, fp32 otherwise (Q/DQ graphs are TensorRT's input)
     fallback: Literal["auto", "dynamic", "fp32"] = "auto"
     max_fallback_nodes: int = 12
+    # ONNX Runtime fuses each residual Add + LayerNormalization into SkipLayerNormalization at
+    # load; in INT8 QOperator graphs on x86 CPUs the fused kernel is slower (median 1.16x, up
+    # to 1.87x: docs/quantize.md). false writes the INT8 file so that no loader fuses them
+    # (its dynamic dims unnamed); true leaves the file as ORT would fuse it
+    skip_layernorm_fusion: bool = False
 
     def __post_init__(self) -> None:
         aliases = {"qint8": "int8", "quint8": "uint8"}

@@ -227,7 +227,7 @@ def run_job(job: QuantJob) -> dict[str, Any]:
     method, _ = QUANTIZERS[job.cfg.mode]
     with quiet_logger():  # ORT logs "consider pre-processing" on the root logger
         try:
-            return method(job)
+            details = method(job)
         except ExportError:
             raise
         except Exception as exc:
@@ -237,6 +237,31 @@ def run_job(job: QuantJob) -> dict[str, Any]:
                 hint="exclude the named node or op type (exclude_nodes / exclude_op_types), "
                 "or try the other format.",
             ) from exc
+    cfg = job.cfg
+    if cfg.mode != "fp8" and cfg.format == "qoperator" and not cfg.skip_layernorm_fusion:
+        keep_add_layernorm_apart(job.output)  # every trial of a repair too: it ranks what ships
+    return details
+
+
+def keep_add_layernorm_apart(path: Path) -> None:
+    """Rewrite ``path`` so that no ONNX Runtime fuses its Add + LayerNormalization pairs.
+
+    ORT's SkipLayerNormFusion (on by default, at load) fuses an Add only where both inputs
+    carry equal dim values or equal dim names. With the graph's dynamic dims unnamed (and
+    the stored intermediate shapes dropped; ORT infers them again at load), that one fusion
+    does not match and every other one fires as before: the loaded graph is the one ORT
+    builds with SkipLayerNormFusion disabled. A file, not a session option, so a plain
+    InferenceSession, Optimum and the deploy runner all run what the bench measured.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in [*model.graph.input, *model.graph.output]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.ClearField("dim_param")
+    del model.graph.value_info[:]
+    onnx.save(model, str(path))
 
 
 def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: EncodedSplit,

@@ -221,3 +221,40 @@ def test_repair_is_skipped_when_within_tolerance(forced_job, dev_enc, exported, 
 def test_ort_type_names_are_accepted():
     cfg = OnnxQuantizeConfig(weight_type="qint8", activation_type="quint8")
     assert (cfg.weight_type, cfg.activation_type) == ("int8", "uint8")
+
+
+def _loaded_ops(path, tmp_path, **session_kwargs):
+    """The op types ONNX Runtime runs after its default load-time fusions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"], **session_kwargs)
+    return [n.op_type for n in onnx.load(str(tmp_path / "loaded.onnx")).graph.node]
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "static"])
+def test_int8_files_keep_add_and_layernorm_apart_in_every_loader(exported, dev_enc, train_enc, tmp_path,
+                                                                  mode):
+    import onnxruntime as ort
+
+    src, _ = exported
+    (tmp_path / "apart").mkdir()
+    (tmp_path / "fusable").mkdir()
+    quantize_onnx(src, tmp_path / "apart", OnnxQuantizeConfig(mode=mode), dev_enc, train_enc)
+    quantize_onnx(src, tmp_path / "fusable", OnnxQuantizeConfig(mode=mode, skip_layernorm_fusion=True),
+                  dev_enc, train_enc)
+    apart = _loaded_ops(tmp_path / "apart" / ONNX_FILE, tmp_path)
+    fusable = _loaded_ops(tmp_path / "fusable" / ONNX_FILE, tmp_path)
+    assert "SkipLayerNormalization" in fusable  # what ORT does to the file left as it was
+    assert "SkipLayerNormalization" not in apart and "LayerNormalization" in apart
+    # a plain default session on the rewritten file runs what ORT runs with the fusion disabled
+    off = _loaded_ops(tmp_path / "fusable" / ONNX_FILE, tmp_path, disabled_optimizers=["SkipLayerNormFusion"])
+    assert sorted(apart) == sorted(off)
+    _, feed = next(iter(iterate_batches(dev_enc, 8)))
+    plain = ort.InferenceSession(str(tmp_path / "apart" / ONNX_FILE), providers=["CPUExecutionProvider"])
+    unfused = ort.InferenceSession(str(tmp_path / "fusable" / ONNX_FILE), providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=["SkipLayerNormFusion"])
+    names = [i.name for i in plain.get_inputs()]
+    feed = {n: np.asarray(feed[n], dtype=np.int64) for n in names}
+    np.testing.assert_array_equal(plain.run(None, feed)[0], unfused.run(None, feed)[0])
