@@ -4,7 +4,7 @@
         [--results benchmarks/results/layernorm_apart.json]
 
 For every INT8 QOperator graph in ``--folder`` (its subfolders' ``model.onnx`` files with
-QAttention or DynamicQuantizeLinear ops) quantized while ONNX Runtime could still fuse it,
+QOperator INT8 ops; Q/DQ graphs have none) quantized while ONNX Runtime could still fuse it,
 the file is rewritten as ``quantize-onnx`` now writes it (slimbert.quantize.onnx_ptq.
 keep_add_layernorm_apart: dynamic dims unnamed, so ORT's SkipLayerNormFusion does not match)
 into a temporary folder, and both are loaded with ORT's defaults, as every loader runs them:
@@ -31,7 +31,7 @@ from slimbert.models import load_tokenizer
 from slimbert.quantize.onnx_ptq import keep_add_layernorm_apart
 
 RESULTS = Path(__file__).parent / "results" / "layernorm_apart.json"
-INT8_OPS = {"QAttention", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger"}
+QOPERATOR_OPS = {"QAttention", "QLinearMatMul", "MatMulInteger", "DynamicQuantizeMatMul"}
 
 
 def int8_graphs(folder: Path) -> list[Path]:
@@ -40,7 +40,7 @@ def int8_graphs(folder: Path) -> list[Path]:
     found = []
     for path in sorted(folder.glob("*/model.onnx")):
         ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-        if ops & INT8_OPS and "QuantizeLinear" not in ops:  # QOperator INT8, not Q/DQ
+        if ops & QOPERATOR_OPS:
             found.append(path.parent)
     return found
 

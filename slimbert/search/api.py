@@ -30,7 +30,8 @@ class OptimizeResult:
             lines.append(f"{target}: {point['artifact']} on {point['runtime']}: test drop "
                          f"{c['test_drop_points']:+.2f} points (95% CI {c['ci_low']:+.2f} to "
                          f"{c['ci_high']:+.2f}, McNemar p {c['mcnemar_p']:.3g}), {verdict}; "
-                         f"{c['test_p50_ms']:.2f} ms at batch 1, {speedup:.2f}x the teacher; "
+                         f"{c['test_p50_ms']:.2f} ms at batch 1, {speedup:.2f}x the teacher"
+                         f"{' (timing flagged: see the report)' if c.get('timing_flags') else ''}; "
                          f"{self.folder(target)}")
         skipped = f"; {len(self.report['not_tried'])} not tried" if self.report["not_tried"] else ""
         count = len(self.report["candidates"])

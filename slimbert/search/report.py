@@ -50,6 +50,8 @@ def _chosen_lines(target: str, chosen: dict[str, Any], max_drop: float) -> list[
              "report.json for `slimbert gate`)"]
     if chosen.get("proxy"):
         lines.append(f"- latency is a proxy: {chosen['proxy']}")
+    for row, flag in (c.get("timing_flags") or {}).items():
+        lines.append(f"- **speed-ups not to be trusted as measured**: `{row}` {flag}")
     if not c["within_budget"]:
         nxt = c.get("next_candidate")
         lines.append("- the choice stands (it is never remade on test); the next candidate: "

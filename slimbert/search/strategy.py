@@ -368,6 +368,10 @@ def _choose_and_confirm(candidates: Candidates, search: Search, target: str, dat
     confirmation["speedup_vs_teacher_onnx"] = round(speedup_onnx, 2) if speedup_onnx else None
     confirmation["speedup_vs_teacher_torch"] = round(chosen_row.speedup(teacher_row, 1), 2)
     confirmation["test_p50_ms"] = round(chosen_row.p50(1), 3)
+    # a row whose re-timing in the same bench disagreed (bench/measure.py): its speed-up is not
+    # to be trusted as measured; said beside it, never silently replaced by the other timing
+    confirmation["timing_flags"] = {f"{r.artifact}@{r.target}": r.timing_flag
+                                    for r in (chosen_row, teacher_row, onnx_row) if r and r.timing_flag}
     if not confirmation["within_budget"]:
         nxt = ranked[1] if len(ranked) > 1 else None
         confirmation["next_candidate"] = nxt.to_dict() if nxt else None

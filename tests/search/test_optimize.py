@@ -321,3 +321,22 @@ def test_small_data_ranks_on_dev_and_a_named_selection_share_is_kept():
     assert with_selection_split(named, cfg, 10_000) is named
     with pytest.raises(ValueError, match="selection"):
         OptimizeConfig(selection=0.6)
+
+
+def test_a_confirmation_timing_the_bench_flagged_is_said_beside_the_speed_ups(searched):
+    import copy
+
+    from slimbert.search.report import render_markdown
+
+    out, result, _, _ = searched
+    chosen = result.report["chosen"]["ort-cpu"]
+    point = chosen["point"]  # the confirmation's own bench (the published copy may be a later search's)
+    bench = json.loads((out / "candidates" / f"test-{point['artifact']}@{point['runtime']}" / "report.json")
+                       .read_text())
+    flagged = {f"{r['artifact']}@{r['target']}": r["timing_flag"]
+               for r in bench["rows"] if r.get("timing_flag")}
+    assert chosen["confirmation"]["timing_flags"] == flagged  # what the test bench flagged, no more, no less
+    report = copy.deepcopy(result.report)
+    report["chosen"]["ort-cpu"]["confirmation"]["timing_flags"] = {"s1-kd-e2-int8@ort-cpu": "re-timed: 0.64x"}
+    assert "`s1-kd-e2-int8@ort-cpu` re-timed: 0.64x" in render_markdown(report)
+    assert "not to be trusted" in render_markdown(report)
