@@ -16,14 +16,12 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
+from functools import partial
 from pathlib import Path
-
-import numpy as np
 
 from slimbert.artifacts import write_json_atomic
 from slimbert.bench.default_loader import plain_session_agreement
-from slimbert.bench.latency import synthetic_batch
+from slimbert.bench.latency import interleaved_p50_ms, synthetic_batch
 from slimbert.bench.report import load_report
 from slimbert.data import load_dataset
 from slimbert.models import load_tokenizer
@@ -42,17 +40,8 @@ def fusion_cost(path: Path, rounds: int = 8, runs: int = 15) -> dict[str, float]
                                                           disabled_optimizers=["SkipLayerNormFusion"])}
     names = tuple(i.name for i in sessions["defaults"].get_inputs())
     feed = synthetic_batch(1, 128, load_tokenizer(path).vocab_size, names)  # vocabulary-pruned: fewer ids
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for session in sessions.values():
-        for _ in range(5):
-            session.run(None, feed)
-    for _ in range(rounds):
-        for key, session in sessions.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                session.run(None, feed)
-                times[key].append(time.perf_counter() - start)
-    p50 = {k: round(float(np.median(v)) * 1e3, 3) for k, v in times.items()}
+    p50 = interleaved_p50_ms({k: partial(s.run, None, feed) for k, s in sessions.items()},
+                             rounds=rounds, per_round=runs)
     return {**{f"p50_ms_{k}": v for k, v in p50.items()},
             "defaults_over_off": round(p50["defaults"] / p50["skiplayernorm_off"], 3)}
 

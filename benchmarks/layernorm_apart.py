@@ -20,13 +20,13 @@ import argparse
 import platform
 import shutil
 import tempfile
-import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from slimbert.artifacts import write_json_atomic
-from slimbert.bench.latency import synthetic_batch
+from slimbert.bench.latency import interleaved_p50_ms, synthetic_batch
 from slimbert.models import load_tokenizer
 from slimbert.quantize.onnx_ptq import keep_add_layernorm_apart
 
@@ -59,17 +59,8 @@ def compare(folder: Path, work: Path, rounds: int = 8, runs: int = 15) -> dict:
     names = tuple(i.name for i in off.get_inputs())
     feed = synthetic_batch(1, 128, load_tokenizer(folder).vocab_size, names)
     identical = bool(np.array_equal(sessions["apart"].run(None, feed)[0], off.run(None, feed)[0]))
-    times: dict[str, list[float]] = {k: [] for k in sessions}
-    for session in sessions.values():
-        for _ in range(5):
-            session.run(None, feed)
-    for _ in range(rounds):
-        for key, session in sessions.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                session.run(None, feed)
-                times[key].append(time.perf_counter() - start)
-    p50 = {k: round(float(np.median(v)) * 1e3, 3) for k, v in times.items()}
+    p50 = interleaved_p50_ms({k: partial(s.run, None, feed) for k, s in sessions.items()},
+                             rounds=rounds, per_round=runs)
     return {"artifact": folder.name, "p50_ms_fused": p50["fused"], "p50_ms_apart": p50["apart"],
             "fused_over_apart": round(p50["fused"] / p50["apart"], 3), "identical_to_fusion_off": identical}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,3 +55,20 @@ def measure_latency(session: Session, batch: dict[str, np.ndarray], *, warmup: i
         times.append(time.perf_counter() - t0)
     batch_size, seq_len = next(iter(batch.values())).shape
     return LatencyStats.from_times(times, batch_size, seq_len)
+
+
+def interleaved_p50_ms(runs: dict[str, Callable[[], object]], *, rounds: int = 8, per_round: int = 15,
+                       warmup: int = 5) -> dict[str, float]:
+    """p50 in ms of each callable, timed in alternating rounds: on a noisy shared machine a
+    slow spell lands on every variant alike, so their ratio holds where two runs would not."""
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {key: [] for key in runs}
+    for _ in range(rounds):
+        for key, run in runs.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    return {key: round(float(np.median(values)) * 1e3, 3) for key, values in times.items()}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from slimbert.bench.latency import LatencyStats, measure_latency, synthetic_batch
+from slimbert.bench.latency import LatencyStats, interleaved_p50_ms, measure_latency, synthetic_batch
 from slimbert.bench.report import markdown_table, pareto_plot
 
 
@@ -38,3 +38,13 @@ def test_report_table_and_plot(tmp_path):
     table = markdown_table(rows, [1], 128)
     assert "| student | ort-cpu | 88.00% |" in table and "p50 ms b1" in table
     assert pareto_plot(rows, tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_interleaved_timing_runs_every_variant_in_alternating_rounds():
+    import time
+
+    calls = []
+    p50 = interleaved_p50_ms({"slow": lambda: (calls.append("slow"), time.sleep(0.002)),
+                              "fast": lambda: calls.append("fast")}, rounds=3, per_round=2, warmup=1)
+    assert calls == ["slow", "fast"] + ["slow", "slow", "fast", "fast"] * 3  # warm-up, then rounds
+    assert p50["slow"] >= 2.0 > p50["fast"]
