@@ -65,15 +65,14 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     from transformers import AutoConfig
 
     from slimbert.adhoc import dataset_and_seed
-    from slimbert.data import DatasetConfig, load_dataset
     from slimbert.models import resolve_model
     from slimbert.recipe import default_recipe_dict
-    from slimbert.schema import from_dict, to_dict
+    from slimbert.schema import to_dict
     from slimbert.search.strategy import (
         check_rank_split,
         check_targets,
         check_time_budget,
-        with_selection_split,
+        load_with_selection_split,
     )
 
     default = default_recipe_dict()
@@ -83,11 +82,8 @@ def optimize_recipe(model: str | None, dataset: dict[str, Any] | None, cfg: Opti
     else:  # a model slimbert made keeps the split it was trained on (never scored on its training data)
         dataset, seed = dataset_and_seed(model or default["model"], dataset, seed)
     model = model or default["model"]
-    data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
     # held out before the teacher is fine-tuned here, so the teacher does not fit it either
-    dataset = with_selection_split(dataset, cfg, len(data.splits["train"]))
-    data_cfg = from_dict(DatasetConfig, dataset, source="optimize dataset")
-    data = load_dataset(data_cfg, seed=seed)
+    dataset, data_cfg, data = load_with_selection_split(dataset, cfg, seed)
     # what can be checked before anything is trained or written: targets, the ranking split's size
     check_targets(cfg.targets)
     check_rank_split(data, cfg.max_drop)

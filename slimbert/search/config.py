@@ -57,7 +57,7 @@ class OptimizeConfig:
     confidence: float = 0.95
     # share of the training examples held out to rank candidates: no candidate trains or
     # early-stops on it (dev does that), so its scores are not flattered by fitting. Searches
-    # on data whose held-out share would be under MIN_RANK_EXAMPLES rank on dev instead. 0: dev.
+    # on data whose held-out share would be under strategy.MIN_SELECTION_EXAMPLES rank on dev. 0: dev.
     selection: float = 0.15
     # a candidate is within the budget when its drop, at this one-sided confidence on the
     # ranking split, is: the margin against the winner's curse of picking the fastest of

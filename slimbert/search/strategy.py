@@ -143,6 +143,21 @@ def with_selection_split(dataset: dict[str, Any], cfg: OptimizeConfig, train_exa
     return {**dataset, "split": {**split, "selection": cfg.selection}}
 
 
+def load_with_selection_split(dataset: dict[str, Any], cfg: OptimizeConfig, seed: int):
+    """(dataset, its DatasetConfig, the loaded data), holding out the selection split that
+    ``with_selection_split`` decides on; loaded a second time only when it holds one out."""
+    from slimbert.data import DatasetConfig, load_dataset
+    from slimbert.schema import from_dict
+
+    dataset_cfg = from_dict(DatasetConfig, dataset, source="optimize dataset")
+    data = load_dataset(dataset_cfg, seed=seed)
+    held_out = with_selection_split(dataset, cfg, len(data.splits["train"]))
+    if held_out is dataset:
+        return dataset, dataset_cfg, data
+    dataset_cfg = from_dict(DatasetConfig, held_out, source="optimize dataset")
+    return held_out, dataset_cfg, load_dataset(dataset_cfg, seed=seed)
+
+
 def rank_split(data) -> str:
     """The split candidates are ranked on: the held-out selection split, else dev."""
     return "selection" if "selection" in data.splits else "dev"
@@ -299,14 +314,8 @@ def run_search(teacher_dir: Path, dataset: dict[str, Any], seed: int, cfg: Optim
     """
     from transformers import AutoConfig
 
-    from slimbert.data import DatasetConfig, load_dataset
-    from slimbert.schema import from_dict
-
     check_targets(cfg.targets)
-    data = load_dataset(from_dict(DatasetConfig, dataset, source="optimize dataset"), seed=seed)
-    dataset = with_selection_split(dataset, cfg, len(data.splits["train"]))
-    dataset_cfg = from_dict(DatasetConfig, dataset, source="optimize dataset")
-    data = load_dataset(dataset_cfg, seed=seed)
+    dataset, dataset_cfg, data = load_with_selection_split(dataset, cfg, seed)
     resolution = check_rank_split(data, cfg.max_drop)
     teacher_layers = AutoConfig.from_pretrained(teacher_dir).num_hidden_layers
     if cfg.time_budget_min is not None and cfg.depths:
