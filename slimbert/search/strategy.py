@@ -2,7 +2,8 @@
 
 1. The teacher and what quantization alone makes of it, on every target (no training).
 2. Every (depth, distillation recipe) trains briefly; per depth the better recipe is kept,
-   and of those the Pareto set on (layers, score) survives, at most ``survivors``.
+   and at most ``survivors`` depths go on: the shallowest already within the budget, then
+   the best-scoring (survivors_of_short_rung).
 3. Survivors train fully; then pruning (structured, vocabulary) and each target's
    quantizations are tried on them, fastest-looking first. A model whose drop is
    already beyond the budget is not pruned further (pruning does not win accuracy back).
@@ -257,18 +258,15 @@ class Search:
                 log.info("short run %s: %s %.2f%%", stage["name"], self.c.split, 100 * score)
                 if count not in best_per_depth or score > best_per_depth[count][0]:
                     best_per_depth[count] = (score, variant)
-        # Pareto on (fewer layers, higher score): a deeper student survives only if it scores higher
-        front = [c for c in best_per_depth
-                 if not any(o < c and best_per_depth[o][0] >= best_per_depth[c][0] for o in best_per_depth)]
-        front = sorted(front, key=lambda c: -best_per_depth[c][0])[:self.cfg.survivors]
+        going_on = survivors_of_short_rung({c: 100 * (self.reference.score - best_per_depth[c][0])
+                                            for c in best_per_depth}, self.cfg)
         for count in best_per_depth:
-            if count not in front:
+            if count not in going_on:
                 score = 100 * best_per_depth[count][0]
                 self.not_tried.append(f"{count}-layer students beyond the short run ({score:.2f}% on "
-                                      f"{self.c.split}): a "
-                                      "shallower student scored as well, or better ones filled the survivors")
+                                      f"{self.c.split}): better-scoring depths filled the survivors")
         survivors = []
-        for count in sorted(front):
+        for count in sorted(going_on):
             variant = best_per_depth[count][1]
             layers = student_layers(self.teacher_layers, count)
             stage = distill_stage(layers, variant, self.cfg.epochs, self.cfg)
@@ -295,6 +293,21 @@ class Search:
                 self._model_score(model)
             for target in self.cfg.targets:
                 self._try_target(model, target)
+
+
+def survivors_of_short_rung(short_drops: dict[int, float], cfg: OptimizeConfig) -> list[int]:
+    """Depths (layer counts) to train fully, from their short runs' drops: successive halving.
+
+    The best-scoring depths go on; first, though, the shallowest depth whose short run is
+    already within the budget (full training only adds to it): with a loose budget the
+    fastest student that meets it is kept even if deeper ones score higher. A deeper student
+    that scores lower after one epoch is not cut for that alone: one epoch on a few hundred
+    sentences orders close depths by chance.
+    """
+    within = [c for c in sorted(short_drops) if short_drops[c] <= cfg.max_drop]
+    ranked = sorted(short_drops, key=lambda c: (short_drops[c], c))
+    ordered = within[:1] + [c for c in ranked if c not in within[:1]]
+    return ordered[:cfg.survivors]
 
 
 def _runs(runtime_name: str, kind: str) -> bool:

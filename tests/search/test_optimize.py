@@ -340,3 +340,17 @@ def test_a_confirmation_timing_the_bench_flagged_is_said_beside_the_speed_ups(se
     report["chosen"]["ort-cpu"]["confirmation"]["timing_flags"] = {"s1-kd-e2-int8@ort-cpu": "re-timed: 0.64x"}
     assert "`s1-kd-e2-int8@ort-cpu` re-timed: 0.64x" in render_markdown(report)
     assert "not to be trusted" in render_markdown(report)
+
+
+@pytest.mark.parametrize(("max_drop", "survivors", "going_on"), [
+    (1.0, 2, [3, 4]),  # the default's short runs: 4 layers scored below 3 after one epoch, still goes on
+    (7.0, 2, [2, 3]),  # a loose budget: the 2-layer student already meets it, so it is kept first
+    (1.0, 1, [3]),
+])
+def test_short_runs_keep_the_best_scoring_depths_and_the_shallowest_within_budget(max_drop, survivors,
+                                                                                  going_on):
+    from slimbert.search.strategy import survivors_of_short_rung
+
+    short_drops = {2: 6.39, 3: 1.93, 4: 2.69}  # points below the teacher after one epoch (measured)
+    cfg = OptimizeConfig(max_drop=max_drop, survivors=survivors)
+    assert sorted(survivors_of_short_rung(short_drops, cfg)) == going_on
