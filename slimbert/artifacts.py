@@ -156,23 +156,40 @@ class Manifest:
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         """The manifest in ``folder``; an ArtifactError naming the file if it is damaged."""
-        path = Path(folder) / MANIFEST
+        data = manifest_fields(folder)
+        known = {f for f in cls.__dataclass_fields__}
         try:
-            data = json.loads(path.read_bytes().decode("utf-8"))
-            known = {f for f in cls.__dataclass_fields__}
             return cls(**{k: v for k, v in data.items() if k in known})
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
-            empty = path.is_file() and path.stat().st_size == 0
-            what = "is empty (0 bytes)" if empty else f"is not a valid manifest ({type(exc).__name__}: {exc})"
-            raise ArtifactError(
-                f"{path} {what}: the artifact folder {folder} is damaged (a power cut or an "
-                "interrupted copy; slimbert writes manifests atomically).",
-                hint=f"delete {folder} and rerun its stage (`slimbert run` rebuilds a stage whose "
-                "manifest is damaged).",
-            ) from None
+        except TypeError as exc:  # a field it must have is missing
+            raise _damaged_manifest(Path(folder), exc) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def manifest_fields(folder: Path) -> dict[str, Any]:
+    """The fields of ``folder``'s manifest as stored, for readers that need one of them (its
+    kind) without the whole record; an ArtifactError naming the file if it is damaged."""
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _damaged_manifest(Path(folder), exc) from None
+    if not isinstance(data, dict):
+        raise _damaged_manifest(Path(folder), ValueError(f"a JSON {type(data).__name__}, not an object"))
+    return data
+
+
+def _damaged_manifest(folder: Path, exc: Exception) -> ArtifactError:
+    path = folder / MANIFEST
+    empty = path.is_file() and path.stat().st_size == 0
+    what = "is empty (0 bytes)" if empty else f"is not a valid manifest ({type(exc).__name__}: {exc})"
+    return ArtifactError(
+        f"{path} {what}: the artifact folder {folder} is damaged (a power cut or an "
+        "interrupted copy; slimbert writes manifests atomically).",
+        hint=f"delete {folder} and rerun its stage (`slimbert run` rebuilds a stage whose "
+        "manifest is damaged).",
+    )
 
 
 @dataclass(frozen=True)

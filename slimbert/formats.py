@@ -7,11 +7,10 @@ then imported back) and two suffix lists that drifted apart. A leaf: it imports 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from slimbert.artifacts import MANIFEST
+from slimbert.artifacts import MANIFEST, manifest_fields
 
 HF_CONFIG_FILE = "config.json"
 ONNX_FILE = "model.onnx"
@@ -67,11 +66,11 @@ EXPORTED_SUFFIXES: tuple[str, ...] = tuple(Path(k.marker).suffix for k in KINDS.
 
 def detect(folder: Path) -> str | None:
     """Kind of an artifact folder: its manifest's, else the first kind whose marker file it has
-    (a user's own export has no manifest); None when nothing matches."""
+    (a user's own export has no manifest); None when nothing matches. A damaged manifest is
+    an ArtifactError naming the file, as everywhere a manifest is read."""
     folder = Path(folder)
-    manifest = folder / MANIFEST
-    if manifest.is_file():
-        return json.loads(manifest.read_text()).get("kind")
+    if (folder / MANIFEST).is_file():
+        return manifest_fields(folder).get("kind")
     for kind in KINDS.values():
         if kind.marker and (folder / kind.marker).is_file():
             return kind.name

@@ -6,6 +6,7 @@ import pytest
 
 from slimbert import formats
 from slimbert.bench.run import BenchEntry, _size_mb
+from slimbert.errors import ArtifactError
 from slimbert.formats import ENGINE_FILE, ONNX_FILE, ORT_FILE, PT2_FILE, PTE_FILE, detect, model_size_bytes
 
 
@@ -33,6 +34,15 @@ def test_the_manifest_decides_before_the_files(tmp_path):
     folder = _folder(tmp_path, ONNX_FILE)
     (folder / "manifest.json").write_text(json.dumps({"kind": "report"}))
     assert detect(folder) == "report"
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[1, 2]"])
+def test_a_damaged_manifest_is_an_error_naming_the_file_not_a_traceback(tmp_path, text):
+    folder = _folder(tmp_path, ONNX_FILE)
+    (folder / "manifest.json").write_text(text)
+    with pytest.raises(ArtifactError, match="manifest.json") as caught:
+        detect(folder)
+    assert "delete" in caught.value.hint
 
 
 def test_a_tensorrt_folder_reports_the_engines_size_not_the_onnx_graphs(tmp_path):
