@@ -170,13 +170,13 @@ class Manifest:
 def manifest_fields(folder: Path) -> dict[str, Any]:
     """The fields of ``folder``'s manifest as stored, for readers that need one of them (its
     kind) without the whole record; an ArtifactError naming the file if it is damaged."""
-    path = Path(folder) / MANIFEST
+    folder = Path(folder)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads((folder / MANIFEST).read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise _damaged_manifest(Path(folder), exc) from None
+        raise _damaged_manifest(folder, exc) from None
     if not isinstance(data, dict):
-        raise _damaged_manifest(Path(folder), ValueError(f"a JSON {type(data).__name__}, not an object"))
+        raise _damaged_manifest(folder, ValueError(f"a JSON {type(data).__name__}, not an object"))
     return data
 
 

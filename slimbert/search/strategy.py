@@ -264,7 +264,8 @@ class Search:
             if count not in going_on:
                 score = 100 * best_per_depth[count][0]
                 self.not_tried.append(f"{count}-layer students beyond the short run ({score:.2f}% on "
-                                      f"{self.c.split}): better-scoring depths filled the survivors")
+                                      f"{self.c.split}): the {self.cfg.survivors} survivor(s) went to the "
+                                      "shallowest depth already within the budget, then the best-scoring")
         survivors = []
         for count in sorted(going_on):
             variant = best_per_depth[count][1]
@@ -304,10 +305,9 @@ def survivors_of_short_rung(short_drops: dict[int, float], cfg: OptimizeConfig) 
     that scores lower after one epoch is not cut for that alone: one epoch on a few hundred
     sentences orders close depths by chance.
     """
-    within = [c for c in sorted(short_drops) if short_drops[c] <= cfg.max_drop]
+    shallowest_within = [c for c in sorted(short_drops) if short_drops[c] <= cfg.max_drop][:1]
     ranked = sorted(short_drops, key=lambda c: (short_drops[c], c))
-    ordered = within[:1] + [c for c in ranked if c not in within[:1]]
-    return ordered[:cfg.survivors]
+    return (shallowest_within + [c for c in ranked if c not in shallowest_within])[:cfg.survivors]
 
 
 def _runs(runtime_name: str, kind: str) -> bool:
