@@ -51,6 +51,7 @@ from slimbert.models import (
 from slimbert.recipe import Recipe, StageSpec
 from slimbert.schema import field_defaults, to_dict
 from slimbert.stages import STAGES, StageContext, StageInput
+from slimbert.tasks import DEFAULT_TASK
 
 log = logging.getLogger(__name__)
 _MAX_LENGTH = ("max_length", " (the recipe's dataset.max_length, or --max-length)")
@@ -224,10 +225,13 @@ def _plan(run: _Run, spec: StageSpec) -> _Plan:
 
 
 def _inputs_hash(run: _Run, stage_type: str, config: dict, parents: dict[str, str]) -> str:
+    # the task is hashed only when it is not the default: classification stages made before
+    # tasks existed keep their hashes, and the same stage on another task never matches them
+    task = {"task": run.recipe.task} if run.recipe.task != DEFAULT_TASK else {}
     return sha256_json({
         "format": FORMAT_VERSION, "type": stage_type, "config": config,
         "parents": parents, "data": run.data.fingerprint,
-        "max_length": run.recipe.dataset.max_length, "seed": run.recipe.seed,
+        "max_length": run.recipe.dataset.max_length, "seed": run.recipe.seed, **task,
     })
 
 
@@ -258,7 +262,7 @@ def _context(run: _Run, spec: StageSpec, plan: _Plan, out: Path, work: Path) -> 
     return StageContext(spec.name, spec.config, plan.input, run.data, recipe.dataset.max_length,
                         recipe.seed, out, work, run.progress, recipe.name,
                         {ref: r.path for ref, r in plan.references.items()},
-                        with_absolute_paths(recipe.dataset, recipe.base_dir), run.out_dir)
+                        with_absolute_paths(recipe.dataset, recipe.base_dir), run.out_dir, recipe.task)
 
 
 _CHANGED = "its settings or inputs changed"

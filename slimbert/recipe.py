@@ -18,6 +18,7 @@ from slimbert.data import DatasetConfig
 from slimbert.errors import RecipeError
 from slimbert.schema import from_dict, load_yaml, to_dict
 from slimbert.stages import STAGES
+from slimbert.tasks import DEFAULT_TASK, get_task
 
 
 @dataclass
@@ -39,9 +40,11 @@ class Recipe:
     name: str = "recipe"
     seed: int = 0
     base_dir: Path = field(default_factory=Path.cwd)  # relative paths resolve against it
+    task: str = DEFAULT_TASK  # a name in slimbert.tasks.TASKS
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "model": self.model, "seed": self.seed,
+        extra = {"task": self.task} if self.task != DEFAULT_TASK else {}  # recipes before tasks read the same
+        return {"name": self.name, "model": self.model, "seed": self.seed, **extra,
                 "dataset": to_dict(self.dataset), "stages": [s.to_dict() for s in self.stages]}
 
 
@@ -52,6 +55,7 @@ class _TopLevel:  # the schema of the YAML file's top level
     stages: list[dict[str, Any]] = field(default_factory=list)
     name: str = "recipe"
     seed: int = 0
+    task: str = DEFAULT_TASK
 
 
 def parse_stage(entry: Any, index: int, source: str) -> StageSpec:
@@ -107,9 +111,11 @@ def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = 
     top = from_dict(_TopLevel, data, source=source)
     if not top.stages:
         raise RecipeError(f"{source}: `stages` is empty; list at least one stage.")
+    task = get_task(top.task)
     stages = [parse_stage(entry, i, source) for i, entry in enumerate(top.stages)]
     seen: set[str] = set()
     for i, spec in enumerate(stages):
+        task.check_stage(spec.type, f"{source}: stages[{i}] ({spec.name})")
         if spec.name in seen or spec.name == "model":
             raise RecipeError(
                 f"{source}: stages[{i}] reuses the name {spec.name!r}.",
@@ -123,7 +129,7 @@ def recipe_from_dict(data: Any, source: str = "recipe", base_dir: Path | None = 
         _check_references(spec, i, seen, source, base_dir or Path.cwd())
         seen.add(spec.name)
     return Recipe(model=top.model, dataset=top.dataset, stages=stages, name=top.name,
-                  seed=top.seed, base_dir=base_dir or Path.cwd())
+                  seed=top.seed, base_dir=base_dir or Path.cwd(), task=task.name)
 
 
 def default_recipe_dict() -> dict[str, Any]:

@@ -82,7 +82,7 @@ def prune_references(cfg: PruneConfig, earlier: Collection[str]) -> list[str]:
 def run_export_onnx(ctx: StageContext) -> dict[str, Any]:
     from slimbert.export.onnx import export_onnx
 
-    return export_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx))
+    return export_onnx(ctx.input.path, ctx.out, ctx.config, _validation_split(ctx), task=ctx.task)
 
 
 def run_export_tensorrt(ctx: StageContext) -> dict[str, Any]:

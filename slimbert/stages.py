@@ -64,6 +64,7 @@ class StageContext:
     # of their own (optimize's candidates), on the same data and beside this run's
     dataset_config: DatasetConfig | None = None
     run_dir: Path | None = None
+    task: str = "text-classification"  # slimbert.tasks.DEFAULT_TASK; what the stage's model does
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ and the tokenizer, which is what optimum's ORTModelForSequenceClassification loa
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import warnings
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from slimbert.errors import ExportError
 from slimbert.export.config import OnnxExportConfig
 from slimbert.formats import ONNX_FILE
+from slimbert.tasks import DEFAULT_TASK, get_task
 from slimbert.validation import compare_logits
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt", "merges.txt", "vocab.json", "sentencepiece.bpe.model", "spm.model")
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json",
+                               "config_sentence_transformers.json")
 # the op types of a quantized graph (``quantized_ops``: ort-mobile's check, the quantizer's refusal)
 QUANT_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul",
              "MatMulInteger", "QAttention", "DynamicQuantizeMatMul", "QGemm", "QLinearAdd"}
@@ -33,10 +37,19 @@ _ORT_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "e
 
 
 def copy_model_metadata(src: Path, dest: Path) -> None:
-    """config.json and tokenizer files: what runtimes and HF loaders need beside a graph."""
-    for name in ("config.json", *TOKENIZER_FILES):
+    """config.json and tokenizer files: what runtimes and HF loaders need beside a graph.
+
+    A sentence-transformers model's config files and module folders (pooling, dense,
+    normalize) come along too, so that ``SentenceTransformer(dest, backend="onnx")`` opens it.
+    """
+    for name in ("config.json", *TOKENIZER_FILES, *SENTENCE_TRANSFORMERS_FILES):
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
+    if (src / "modules.json").is_file():
+        for module in json.loads((src / "modules.json").read_text(encoding="utf-8")):
+            path = module.get("path") or ""
+            if path and (src / path).is_dir():
+                shutil.copytree(src / path, dest / path, dirs_exist_ok=True)
 
 
 def _example_inputs(names: tuple[str, ...], vocab_size: int) -> dict[str, torch.Tensor]:
@@ -49,12 +62,15 @@ def _example_inputs(names: tuple[str, ...], vocab_size: int) -> dict[str, torch.
     return inputs
 
 
-def torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig) -> None:
+def torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfig,
+                 output_names: tuple[str, ...] = ("logits",), vocab_size: int | None = None) -> None:
+    """``model`` to ONNX at ``path``: batch and sequence dynamic; outputs named ``output_names``
+    (a task's; outputs after the first keep a dynamic sequence axis: token-level tensors)."""
     import torch
 
-    inputs = _example_inputs(names, model.config.vocab_size)
+    inputs = _example_inputs(names, vocab_size or model.config.vocab_size)
     args = tuple(inputs[n] for n in names)
-    kwargs = dict(input_names=list(names), output_names=["logits"], opset_version=cfg.opset)
+    kwargs = dict(input_names=list(names), output_names=list(output_names), opset_version=cfg.opset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if cfg.exporter == "dynamo":
@@ -63,7 +79,8 @@ def torch_export(model, names: tuple[str, ...], path: Path, cfg: OnnxExportConfi
             torch.onnx.export(model, args, str(path), dynamo=True, dynamic_shapes=shapes,
                               external_data=False, **kwargs)
         else:
-            axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"logits": {0: "batch"}}
+            axes = {n: {0: "batch", 1: "sequence"} for n in names} | {output_names[0]: {0: "batch"}}
+            axes |= {n: {0: "batch", 1: "sequence"} for n in output_names[1:]}
             torch.onnx.export(model, args, str(path), dynamo=False, dynamic_axes=axes,
                               do_constant_folding=True, **kwargs)
 
@@ -99,23 +116,26 @@ def quantized_ops(path: Path) -> list[str]:
     return sorted({n.op_type for n in graph.node if n.op_type in QUANT_OPS})
 
 
-def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validation) -> dict[str, Any]:
-    """Export the classifier in ``model_dir`` to ``out_dir/model.onnx``.
+def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validation,
+                task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """Export the ``task`` model in ``model_dir`` to ``out_dir/model.onnx``.
 
-    ``validation`` is an EncodedSplit of real examples; the export fails with an
-    ExportError if ONNX Runtime's logits on them differ from PyTorch's by more than atol.
+    The graph returns the task's outputs (a classifier's logits; an embedding model's pooled,
+    normalised ``sentence_embedding`` first). ``validation`` is an EncodedSplit of real
+    examples; the export fails with an ExportError if ONNX Runtime's first output on them
+    differs from PyTorch's by more than atol.
     """
-    from slimbert.models import load_classifier
     from slimbert.runtimes import get_runtime
     from slimbert.runtimes.torch_runtime import predict_logits
 
+    impl = get_task(task).load()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # the Python API may name a new folder
-    model = load_classifier(model_dir).eval()
-    model.config.return_dict = True
+    model = impl.load_model(model_dir).eval()
     path = out_dir / ONNX_FILE
     try:
-        torch_export(model, validation.input_names, path, cfg)
+        torch_export(impl.export_module(model), validation.input_names, path, cfg, impl.output_names,
+                     model.config.vocab_size)
     except Exception as exc:
         raise ExportError(
             f"torch.onnx.export ({cfg.exporter}) failed for {model_dir}: "
@@ -132,7 +152,7 @@ def export_onnx(model_dir: Path, out_dir: Path, cfg: OnnxExportConfig, validatio
     check = compare_logits(reference, candidate)
     if check["max_abs_diff"] > cfg.atol:
         raise ExportError(
-            f"the ONNX export of {model_dir} disagrees with PyTorch: max |logit diff| "
+            f"the ONNX export of {model_dir} disagrees with PyTorch: max |{impl.output_names[0]} diff| "
             f"{check['max_abs_diff']:.2e} > atol {cfg.atol:g} "
             f"(prediction agreement {check['agreement']:.2%}).",
             hint="export without fusion (optimize: false) to see whether a fusion caused "

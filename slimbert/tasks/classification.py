@@ -1,0 +1,42 @@
+"""The text-classification task (sentence or sentence pair -> label): slimbert's first task.
+
+Its model loading, export and scoring are the code paths every classification recipe has
+always used; the task only names them, so their stage hashes and results are unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimbert.validation import agreement
+
+
+class ClassificationTask:
+    name = "text-classification"
+    output_names = ("logits",)
+
+    def load_model(self, folder: Path) -> Any:
+        from slimbert.models import load_classifier
+
+        model = load_classifier(Path(folder))
+        model.config.return_dict = True
+        return model
+
+    def export_module(self, model: Any) -> Any:
+        return model
+
+    def example_scores(self, candidate: np.ndarray, reference: np.ndarray | None = None,
+                       labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """1.0 per correctly labelled example: the mean is accuracy, and McNemar pairs them."""
+        if labels is None:
+            raise ValueError("classification scores need the labels")
+        return {"accuracy": (candidate.argmax(-1) == labels).astype(np.float64)}
+
+    def agreement(self, reference: np.ndarray, candidate: np.ndarray) -> float:
+        return agreement(reference, candidate)
+
+
+TASK = ClassificationTask()

@@ -1,0 +1,57 @@
+"""`task:` in a recipe: checked before anything runs, hashed only when it is not the default,
+and a sentence-embedding recipe's export stage puts the pooling inside its graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slimbert.errors import RecipeError
+from slimbert.pipeline import _inputs_hash, _Run, run_recipe
+from slimbert.recipe import recipe_from_dict
+from tests.conftest import tiny_recipe
+from tests.tasks.test_embedding import build_st_folder
+
+EXPORT = [{"name": "st-onnx", "type": "export-onnx", "input": "model"}]
+
+
+def test_the_default_task_leaves_recipes_and_hashes_as_they_were(tiny_encoder, sentiment_csv, tmp_path):
+    base = tiny_recipe(tiny_encoder, sentiment_csv, EXPORT)
+    plain = recipe_from_dict(base)
+    named = recipe_from_dict({**base, "task": "text-classification"})
+    other = recipe_from_dict({**base, "task": "sentence-embedding"})
+    assert "task" not in plain.to_dict() and other.to_dict()["task"] == "sentence-embedding"
+
+    def stage_hash(recipe):
+        return _inputs_hash(_Run(recipe, tmp_path, progress=False), "export-onnx", {}, {"model": "x"})
+
+    assert stage_hash(plain) == stage_hash(named)
+    assert stage_hash(other) != stage_hash(plain)  # an embedding export never reuses a classifier's
+
+
+def test_unknown_task_and_unsupported_stage_fail_when_the_recipe_is_read(tiny_encoder, sentiment_csv):
+    with pytest.raises(RecipeError, match="unknown task 'ner'"):
+        recipe_from_dict({**tiny_recipe(tiny_encoder, sentiment_csv, EXPORT), "task": "ner"})
+    distill = [{"name": "s", "type": "distill"}]
+    with pytest.raises(RecipeError, match="'distill' does not run on the sentence-embedding task yet"):
+        recipe_from_dict({**tiny_recipe(tiny_encoder, sentiment_csv, distill), "task": "sentence-embedding"})
+
+
+def test_embedding_recipe_exports_a_graph_that_returns_sentence_embeddings(sentiment_csv, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from slimbert.runtimes import get_runtime
+
+    model = build_st_folder(tmp_path / "st", "mean", True)
+    recipe = recipe_from_dict({**tiny_recipe(model, sentiment_csv, EXPORT), "task": "sentence-embedding"})
+    result = run_recipe(recipe, tmp_path / "run", progress=False)
+    folder = result.artifact("st-onnx").path
+    assert result.artifact("st-onnx").manifest.metrics["validation"]["max_abs_diff"] < 1e-4
+    texts = ["a good film", "dull and bad"]
+    reference = SentenceTransformer(str(model), device="cpu").encode(texts)
+    enc = SentenceTransformer(str(model), device="cpu").tokenize(texts)
+    session = get_runtime("ort-cpu").load(folder)
+    batch = {k: v.numpy() for k, v in enc.items() if k in session.input_names}
+    np.testing.assert_allclose(session.run(batch), reference, atol=1e-4)
+    np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu", backend="onnx").encode(texts),
+                               reference, atol=1e-4)
