@@ -53,6 +53,14 @@ def run_distill(ctx: StageContext) -> dict[str, Any]:
                    student_dir=ctx.references.get(ctx.config.student_model))
 
 
+def run_distill_embedding(ctx: StageContext) -> dict[str, Any]:
+    from slimbert.compress.distill_embedding import distill_embedding
+
+    seed = ctx.seed if ctx.config.seed is None else ctx.config.seed
+    return distill_embedding(ctx.input.path, ctx.data, ctx.config, ctx.out, ctx.work,
+                             max_length=ctx.max_length, seed=seed, progress=ctx.progress)
+
+
 def distill_references(cfg: DistillConfig, earlier: Collection[str]) -> list[str]:
     # a student_model that names an earlier stage starts from that stage's student (TinyBERT's
     # second phase); hub ids, folders and assets are the distill stage's own to resolve

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from slimbert.data import DatasetConfig, TextClassificationData
 
 from slimbert.formats import MODEL_FORMATS
+from slimbert.tasks import get_task
 
 
 def load_object(ref: str) -> Any:
@@ -88,8 +89,12 @@ class StageType:
         return load_object(self.config)
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        """Run the stage: only now are its libraries (torch, ONNX Runtime, ...) imported."""
-        return load_object(self.runner)(ctx)
+        """Run the stage: only now are its libraries (torch, ONNX Runtime, ...) imported.
+
+        A task may run a stage type its own way (an embedding student learns embeddings,
+        not logits): its registry entry names that runner, and this is the one place it is read.
+        """
+        return load_object(get_task(ctx.task).runners.get(self.name, self.runner))(ctx)
 
     def check(self, config: Any) -> None:
         """Refuse settings only this machine can judge (a bench target no runtime has)."""

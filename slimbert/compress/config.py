@@ -15,6 +15,10 @@ from slimbert.schema import field_defaults
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
+# classification's dev metrics, then the sentence-embedding task's (fidelity to the teacher)
+DEV_METRICS = ("accuracy", "macro_f1", "mcc", "cosine", "recall_at_10")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings shared by every training stage."""
@@ -41,8 +45,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.metric not in ("accuracy", "macro_f1", "mcc"):
-            raise ValueError(f"metric must be accuracy, macro_f1 or mcc, got {self.metric!r}")
+        if self.metric not in DEV_METRICS:
+            raise ValueError(f"metric must be one of {', '.join(DEV_METRICS)}, got {self.metric!r}")
         if self.evals_per_epoch < 1 or self.checkpoint_every < 1 or self.length_pool < 1:
             raise ValueError("evals_per_epoch, checkpoint_every and length_pool must be >= 1")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -62,6 +62,9 @@ class TrainResult:
                 "resumed_from_step": self.resumed_from_step, "history": self.history}
 
 
+Evaluator = Callable[[torch.nn.Module, EncodedSplit], dict[str, Any]]
+
+
 def label_tensor(labels: np.ndarray, index: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(labels[index])
 
@@ -259,10 +262,12 @@ def _step(ts: TrainState, train_enc: EncodedSplit, batch_index: np.ndarray, cfg:
 
 
 def _evaluate(ts: TrainState, dev_enc: EncodedSplit, num_labels: int, cfg: TrainConfig, loss_value: float,
-              best_path: Path, select_from_step: int, bar: Any, desc: str) -> bool:
+              best_path: Path, select_from_step: int, bar: Any, desc: str,
+              evaluator: Evaluator | None = None) -> bool:
     """Score dev, keep the best weights; whether patience has run out (stop early)."""
     state = ts.progress
-    metrics = distributed.broadcast(evaluate(ts.model, dev_enc, num_labels))  # the main one's verdict
+    scores = evaluator(ts.model, dev_enc) if evaluator else evaluate(ts.model, dev_enc, num_labels)
+    metrics = distributed.broadcast(scores)  # the main one's verdict
     state.history.append({"epoch": state.epoch + 1, "step": state.global_step, "loss": float(loss_value),
                           **{f"dev_{k}": v for k, v in metrics.items()}})
     score = metrics[cfg.metric]
@@ -307,6 +312,7 @@ def train(
     progress: bool = True,
     select_from_step: int = 0,
     on_step: Callable[[int], None] | None = None,
+    evaluator: Evaluator | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; on return it holds the best-on-dev weights.
 
@@ -325,6 +331,8 @@ def train(
     Under a multi-process launch it gets the DDP-wrapped model and this process's rows of
     each batch; only the main process writes to ``work_dir``, and every process evaluates
     on dev but follows the main one's verdict, so all stop at the same step.
+    ``evaluator(model, dev_enc) -> metrics`` scores dev for tasks whose outputs are not class
+    logits (by default: classification metrics); ``cfg.metric`` names the key it selects on.
     """
     start = time.perf_counter()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -350,7 +358,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
             if step + 1 in eval_points and _evaluate(ts, dev_enc, num_labels, cfg, loss_value, best_path,
-                                                     select_from_step, bar, desc):
+                                                     select_from_step, bar, desc, evaluator):
                 state.stopped_early = True
                 state.epoch = cfg.epochs  # the checkpoint must say "finished"
                 _checkpoint(ts, ckpt_path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slimbert.errors import RecipeError
@@ -28,6 +28,8 @@ class TaskType:
     help: str
     metrics: tuple[str, ...]  # per-example metrics, the first the default for budgets and gates
     stages: tuple[str, ...]  # the stage types a recipe may run on this task today
+    # stage type -> "module:function" runner where the task runs it its own way
+    runners: dict[str, str] = field(default_factory=dict)
 
     @property
     def default_metric(self) -> str:
@@ -66,7 +68,8 @@ TASKS: dict[str, TaskType] = {
         TaskType("sentence-embedding", "slimbert.tasks.embedding:TASK",
                  "a vector per sentence for search and retrieval (pooling, dense layers and "
                  "normalisation read from the sentence-transformers config, inside the exported graph)",
-                 ("cosine", "recall_at_10", "knn_accuracy", "spearman"), ("export-onnx",)),
+                 ("cosine", "recall_at_10", "knn_accuracy", "spearman"), ("distill", "export-onnx"),
+                 {"distill": "slimbert.stage_runners:run_distill_embedding"}),
     )
 }
 

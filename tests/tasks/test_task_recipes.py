@@ -32,9 +32,9 @@ def test_the_default_task_leaves_recipes_and_hashes_as_they_were(tiny_encoder, s
 def test_unknown_task_and_unsupported_stage_fail_when_the_recipe_is_read(tiny_encoder, sentiment_csv):
     with pytest.raises(RecipeError, match="unknown task 'ner'"):
         recipe_from_dict({**tiny_recipe(tiny_encoder, sentiment_csv, EXPORT), "task": "ner"})
-    distill = [{"name": "s", "type": "distill"}]
-    with pytest.raises(RecipeError, match="'distill' does not run on the sentence-embedding task yet"):
-        recipe_from_dict({**tiny_recipe(tiny_encoder, sentiment_csv, distill), "task": "sentence-embedding"})
+    prune = [{"name": "s", "type": "prune"}]
+    with pytest.raises(RecipeError, match="'prune' does not run on the sentence-embedding task yet"):
+        recipe_from_dict({**tiny_recipe(tiny_encoder, sentiment_csv, prune), "task": "sentence-embedding"})
 
 
 def test_embedding_recipe_exports_a_graph_that_returns_sentence_embeddings(sentiment_csv, tmp_path):
@@ -55,3 +55,38 @@ def test_embedding_recipe_exports_a_graph_that_returns_sentence_embeddings(senti
     np.testing.assert_allclose(session.run(batch), reference, atol=1e-4)
     np.testing.assert_allclose(SentenceTransformer(str(folder), device="cpu", backend="onnx").encode(texts),
                                reference, atol=1e-4)
+
+
+def test_embedding_recipe_distils_a_student_that_follows_the_teacher(sentiment_csv, tmp_path):
+    """distill -> export on the embedding task: the student is a sentence-transformers folder of
+    half the depth, selected on dev fidelity, and its ONNX graph returns its embeddings."""
+    from sentence_transformers import SentenceTransformer
+
+    model = build_st_folder(tmp_path / "st", "mean", True)
+    stages = [{"name": "student", "type": "distill", "epochs": 3, "lr": 1e-3, "batch_size": 16,
+               "patience": 0},
+              {"name": "student-onnx", "type": "export-onnx", "input": "student"}]
+    recipe = recipe_from_dict({**tiny_recipe(model, sentiment_csv, stages), "task": "sentence-embedding"})
+    result = run_recipe(recipe, tmp_path / "run", progress=False)
+    metrics = result.artifact("student").manifest.metrics
+    assert metrics["teacher_layers"] == [0, 2] and metrics["pooling"]["normalize"] is True
+    history = [h["dev_cosine"] for h in metrics["history"]]
+    assert max(history) > history[0] or history[0] > 0.99  # training moved it towards the teacher
+    assert 0 < metrics["test"]["cosine"] <= 1 and 0 <= metrics["test"]["recall_at_10"] <= 1
+    student = result.artifact("student").path
+    texts = ["a good film", "dull and bad"]
+    ours = SentenceTransformer(str(student), device="cpu").encode(texts)
+    assert ours.shape == (2, 32)
+    onnx = SentenceTransformer(str(result.artifact("student-onnx").path), device="cpu", backend="onnx")
+    np.testing.assert_allclose(onnx.encode(texts), ours, atol=1e-4)
+
+
+def test_embedding_distill_refuses_classification_settings(sentiment_csv, tmp_path):
+    from slimbert.errors import SlimbertError
+
+    model = build_st_folder(tmp_path / "st", "mean", True)
+    stages = [{"name": "student", "type": "distill", "metric": "macro_f1"}]
+    recipe = recipe_from_dict({**tiny_recipe(model, sentiment_csv, stages), "task": "sentence-embedding"})
+    with pytest.raises(SlimbertError, match="classification metric"):
+        run_recipe(recipe, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "student").exists()
