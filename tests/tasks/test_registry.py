@@ -59,3 +59,12 @@ def test_knn_and_spearman_by_hand():
     assert spearman(np.array([0.1, 0.5, 0.9]), np.array([1.0, 2.0, 3.0])) == pytest.approx(1.0)
     assert spearman(np.array([0.1, 0.5, 0.9, 0.2]), np.array([3.0, 2.0, 1.0, 0.0]),
                     index=np.array([0, 1, 2])) == pytest.approx(-1.0)
+
+
+def test_every_runner_a_task_names_exists_for_a_stage_it_runs():
+    from slimbert.stages import STAGES, load_object
+
+    for task in TASKS.values():
+        assert set(task.stages) <= set(STAGES)
+        for stage_type, runner in task.runners.items():
+            assert stage_type in task.stages and callable(load_object(runner))
