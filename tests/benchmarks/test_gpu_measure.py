@@ -215,7 +215,14 @@ def test_pack_run_keeps_the_student_in_fp16_and_the_dataset(tmp_path, monkeypatc
     assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
     name = "classifier.weight"
     assert torch.allclose(tensors[name].float(), original[name], atol=1e-3)
-    assert (out / "cache" / "assets" / "rt-snippets" / ".complete").is_file()
+    from slimbert.models import load_classifier
+
+    assert next(load_classifier(out / "student").parameters()).dtype == torch.float32  # loaded back as fp32
+    monkeypatch.setenv("SLIMBERT_CACHE", str(out / "cache"))  # as the trained phase sets it
+    from slimbert.assets import fetch_asset
+
+    snippets = fetch_asset("rt-snippets") / "movieReviewSnippets_GroundTruth.txt"  # no download
+    assert snippets.read_text() == "1\t2.0\tgood\n"
 
 
 def test_pack_run_refuses_a_dataset_it_cannot_carry(tmp_path):
