@@ -100,6 +100,22 @@ class GateResult:
     # the content hash of the candidate's artifact as its bench row recorded it: `deploy
     # --require-gate` ships only that model
     candidate_fingerprint: str | None = None
+    # what the reader of the verdict must know about the rows (a quantization that missed its
+    # tolerance, an INT8 scheme measured on another CPU than the bench's)
+    notes: list[str] = field(default_factory=list)
+
+
+def row_notes(report: BenchReport, row: BenchRow) -> list[str]:
+    """``row``'s own notes, and a warning when its INT8 scheme was tuned on another CPU than the
+    one that benched it (the numbers gated are that machine's)."""
+    from slimbert.hw import isa_mismatch
+
+    notes = list(row.notes)
+    mismatch = isa_mismatch(row.tuned_isa, report.environment.get("isa")) if report.environment.get(
+        "isa") else None
+    if mismatch and mismatch not in notes:
+        notes.append(mismatch)
+    return [f"{row.label}: {note}" for note in notes]
 
 
 # -- reading reports -----------------------------------------------------------------------
@@ -333,6 +349,9 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
     ci = paired_bootstrap_ci(labels, base, cand, metric=cfg.metric, num_classes=num_classes,
                              samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
     b, c = discordant_pairs(labels, base, cand)
+    notes = row_notes(baseline_report, baseline_row) + row_notes(candidate_report, candidate_row)
+    for note in notes:
+        log.warning("%s", note)
     checks = _metric_checks(cfg, drop, retention, ci[1])
     checks += _latency_check(cfg, baseline_report, baseline_row, candidate_report, candidate_row)
     return GateResult(
@@ -341,7 +360,7 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
         baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
         drop_ci=ci, mcnemar_p=mcnemar_p(b, c), discordant=(b, c), n=int(labels.size),
         split=baseline_report.dataset.get("split"), config=cfg,
-        candidate_fingerprint=candidate_row.fingerprint,
+        candidate_fingerprint=candidate_row.fingerprint, notes=notes,
     )
 
 
@@ -409,6 +428,7 @@ def render_markdown(result: GateResult) -> str:
         f"({result.config.bootstrap_samples} resamples, seed {result.config.seed})",
         f"- McNemar test ({_mcnemar_method(b, c)}): p = {result.mcnemar_p:.3g}; {b} examples only the "
         f"baseline gets right, {c} only the candidate",
+        *[f"- note: {note}" for note in result.notes],
         "",
         _explain(result),
         "",

@@ -88,6 +88,30 @@ def detect_isa(machine: str | None = None, cpuinfo: str | None = None) -> str:
     return "generic"
 
 
+def cpu_name() -> str:
+    """This CPU's model name (a label for reports; "unknown" where none is readable)."""
+    try:
+        import cpuinfo  # py-cpuinfo, installed with neural-compressor
+
+        return str(cpuinfo.get_cpu_info().get("brand_raw") or platform.processor() or platform.machine())
+    except Exception:  # missing, or failing in an odd sandbox: the name is only a label
+        return platform.processor() or platform.machine() or "unknown"
+
+
+def isa_mismatch(tuned_isa: str | None, running_isa: str | None = None) -> str | None:
+    """Why an INT8 artifact tuned on ``tuned_isa`` may not hold here; None when it matches.
+
+    Its scheme was chosen by speed and accuracy measured on that CPU: kernels differ between
+    instruction sets (7-bit weights matter without VNNI), so both numbers may differ here.
+    """
+    running = running_isa or detect_isa()
+    if not tuned_isa or tuned_isa == running:
+        return None
+    return (f"its INT8 scheme was measured on a {tuned_isa} CPU and this one is {running}: accuracy "
+            f"and speed may differ; rebuild it for this CPU (target_isa: {running} in its quantize "
+            f"stage reruns it) or measure it here before trusting its numbers")
+
+
 def int8_formats(isa: str | None = None) -> Int8Formats:
     """The INT8 formats to use on ``isa`` (default: this CPU)."""
     name = isa or detect_isa()

@@ -50,8 +50,16 @@ def stage_headline(artifact: Artifact) -> tuple[str, str | None]:
     size = artifact.size_bytes(size_suffixes(artifact.kind))  # as bench reports it
     if size and artifact.kind != "report":
         parts.append(f"{size / 1e6:.1f} MB")
+    if metrics.get("schemes"):
+        parts.append(f"INT8 scheme {metrics['schemes']['chosen']} (of {len(metrics['schemes']['tried'])} "
+                     f"measured)")
     warning = None
-    if drop is not None and drop >= LARGE_DROP_POINTS:
+    if metrics.get("tolerance_met") is False:
+        warning = (f"{artifact.name} lost {drop:.2f} dev points, more than its tolerance of "
+                   f"{metrics['tolerance_points']:g}: no scheme or fallback held it "
+                   f"({artifact.path / 'manifest.json'} lists what was tried). Raise the tolerance "
+                   "or max_fallback_nodes/layers, or keep the fp32 artifact.")
+    elif drop is not None and drop >= LARGE_DROP_POINTS:
         warning = (f"{artifact.name} lost {drop:.1f} points of accuracy; check its settings "
                    f"({artifact.path / 'manifest.json'} has the details).")
     return ", ".join(parts), warning

@@ -43,12 +43,15 @@ class RowJob:
 
 @dataclass
 class RowMeasurement:
-    logits: np.ndarray
+    logits: np.ndarray  # as served: one example at a time where the session is batch dependent
     latency: list[dict[str, Any]]  # LatencyStats per batch size
     sweep: list[dict[str, Any]]  # LatencyStats per sweep length, at the largest batch size
     rss_delta_mb: float | None
     gpu_peak_mb: float | None
     setup_seconds: dict[str, float] | None  # graph-captured runtimes: compile + capture per bucket
+    # batch-dependent sessions only: the logits at the bench's eval batch size, to say how far
+    # batched inference strays from what a served request gets
+    batched_logits: np.ndarray | None = None
 
 
 def _rss_mb() -> float | None:
@@ -99,7 +102,8 @@ def measure_row(job: RowJob) -> RowMeasurement:
     if cuda:
         _reset_gpu_peak()
     session = _load(job)
-    logits = session.predict(job.encoded, cfg.eval_batch_size)
+    logits = session.served_logits(job.encoded, cfg.eval_batch_size)
+    batched = session.predict(job.encoded, cfg.eval_batch_size) if session.batch_dependent else None
     latency = [_time(session, job, cfg, b, cfg.seq_len) for b in cfg.batch_sizes]
     sweep = [_time(session, job, cfg, max(cfg.batch_sizes), n) for n in cfg.sweep_seq_lens or []]
     rss_after = _rss_mb()
@@ -107,7 +111,7 @@ def measure_row(job: RowJob) -> RowMeasurement:
         logits=logits, latency=latency, sweep=sweep,
         rss_delta_mb=round(rss_after - rss_before, 1) if rss_before is not None else None,
         gpu_peak_mb=_gpu_peak_mb() if cuda else None,
-        setup_seconds=dict(getattr(session, "setup_seconds", {})) or None)
+        setup_seconds=dict(getattr(session, "setup_seconds", {})) or None, batched_logits=batched)
 
 
 def recheck_p50(job: RowJob) -> float:

@@ -42,6 +42,12 @@ class BenchRow:
     fingerprint: str | None = None
     recheck_p50_ms: float | None = None  # p50 at the smallest batch, timed again at the end of the bench
     timing_flag: str | None = None  # set when that re-timing disagrees: the latency is not trustworthy
+    # 1 where the row's outputs depend on its batch (dynamic INT8): accuracy is then scored one
+    # example at a time, as served, and batched_agreement says how often batching changes the label
+    served_batch: int | None = None
+    batched_agreement: float | None = None
+    tuned_isa: str | None = None  # INT8 artifacts: the instruction set their scheme was measured on
+    notes: list[str] = field(default_factory=list)  # what a reader must know (tolerance missed, CPU)
     extra: dict[str, Any] = field(default_factory=dict)  # other keys (a device row's bundle_id...)
 
     @property
@@ -212,6 +218,17 @@ def render_markdown(report: BenchReport | dict[str, Any]) -> str:
         for row in sweep_rows:
             cells = [f"{s['throughput']:.0f}/s, {s['p50_ms']:.1f} ms" for s in row.seq_len_sweep]
             out.append(f"| {row.artifact} | {row.target} | " + " | ".join(cells) + " |")
+    served = [r for r in report.rows if r.served_batch]
+    if served:
+        out += ["", "Scored as served, one example at a time (their activation scales depend on the "
+                "batch):", ""]
+        batch = cfg.get("eval_batch_size", 64)
+        out += [f"- `{r.artifact}` on `{r.target}`: batched inference (batch {batch}) gives the same "
+                f"label for {_fmt(r.batched_agreement, '.2%')} of the examples" for r in served]
+    noted = [r for r in report.rows if r.notes]
+    if noted:
+        out += ["", "Notes:", ""]
+        out += [f"- `{r.artifact}` on `{r.target}`: {note}" for r in noted for note in r.notes]
     flagged = [r for r in report.rows if r.timing_flag]
     if flagged:
         out += ["", "Latencies not to be trusted as measured:", ""]

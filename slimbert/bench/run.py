@@ -18,6 +18,7 @@ from slimbert.errors import SlimbertError
 from slimbert.formats import model_size_bytes
 from slimbert.progress import progress_bar
 from slimbert.runtimes import all_runtimes
+from slimbert.runtimes.base import SERVED_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +72,37 @@ def _check_labels(entry: BenchEntry, config: dict[str, Any], label_names: list[s
                 ", ".join(f"{d} -> {m}" for d, m in zip(label_names, names, strict=True)))
 
 
+def artifact_notes(path: Path) -> tuple[str | None, list[str]]:
+    """The instruction set an INT8 artifact was tuned on, and what its reader must know: a
+    quantization that missed its tolerance, a scheme measured on another CPU."""
+    from slimbert.artifacts import read_artifact
+    from slimbert.hw import isa_mismatch
+
+    try:
+        artifact = read_artifact(Path(path))
+    except SlimbertError:
+        return None, []
+    metrics = artifact.manifest.metrics if artifact is not None else {}
+    notes = []
+    if metrics.get("tolerance_met") is False:
+        notes.append(f"quantization lost {metrics.get('dev_drop_points', 0):.2f} dev points, more than its "
+                     f"tolerance of {metrics.get('tolerance_points'):g}: nothing tried held it")
+    tuned = metrics.get("tuned_isa")
+    mismatch = isa_mismatch(tuned)
+    if mismatch:
+        notes.append(mismatch)
+    return tuned, notes
+
+
 def _size_mb(entry: BenchEntry) -> float:
     return model_size_bytes(entry.path, entry.kind) / 1e6
 
 
 def environment(threads: int, isolated: bool = True) -> dict[str, Any]:
-    import cpuinfo  # py-cpuinfo, installed with neural-compressor
+    from slimbert.hw import cpu_name, detect_isa
 
-    try:
-        cpu = cpuinfo.get_cpu_info().get("brand_raw", platform.processor())
-    except Exception:  # cpuinfo can fail in odd sandboxes; the name is only a label
-        cpu = platform.processor() or platform.machine()
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+    return {"cpu": cpu_name(), "isa": detect_isa(), "cores": os.cpu_count(), "threads": threads,
+            "platform": platform.platform(),
             # where rows were timed: a fresh worker process, or the bench's own (isolate: false)
             "measured_in": "fresh worker process" if isolated else "bench process"}
 
@@ -170,6 +190,9 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
             measured = worker.call(measure_row, job)
             _check_finite(measured.logits, f"{entry.name} on {runtime.name}")
             predictions = measured.logits.argmax(-1)
+            tuned_isa, notes = artifact_notes(entry.path)
+            for note in notes:
+                log.warning("%s on %s: %s", entry.name, runtime.name, note)
             jobs.append(job)
             rows.append(BenchRow(
                 artifact=entry.name, path=str(entry.path), kind=entry.kind, target=runtime.name,
@@ -182,6 +205,10 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
                 fingerprint=fingerprints[entry.name],
                 # graph-captured runtimes: compile + warm-up + capture per shape bucket, kept out of latency
                 setup_seconds=measured.setup_seconds,
+                served_batch=SERVED_BATCH if measured.batched_logits is not None else None,
+                batched_agreement=(None if measured.batched_logits is None else
+                                   float(np.mean(measured.batched_logits.argmax(-1) == predictions))),
+                tuned_isa=tuned_isa, notes=notes,
             ))
         if cfg.recheck:  # every row timed again, after all of them: a busy machine shows up here
             for row, job in zip(rows, jobs, strict=True):

@@ -14,6 +14,8 @@ from slimbert.compress.config import KDConfig
 from slimbert.hw import ISA_NAMES, Int8Formats, int8_formats
 
 CalibrationName = Literal["minmax", "entropy", "percentile", "distribution"]
+# the largest dev-accuracy drop, in points, a quantize stage accepts when its recipe sets none
+DEFAULT_TOLERANCE = 1.0
 # the modes each quantize-torch backend supports (the backends themselves: torch_ptq.BACKENDS)
 BACKEND_MODES: dict[str, tuple[str, ...]] = {"torchao-x86": ("static", "dynamic"), "inc": ("static",)}
 
@@ -22,6 +24,11 @@ BACKEND_MODES: dict[str, tuple[str, ...]] = {"torchao-x86": ("static", "dynamic"
 class OnnxQuantizeConfig:
     """How to quantize. ``auto`` types follow the CPU's instruction set (see slimbert/hw.py).
 
+    INT8 schemes are chosen by measurement (``schemes: measure``, quantize/schemes.py): what
+    the recipe leaves open (``auto`` types, ``reduce_range``/``per_channel`` unset, ``format:
+    auto``) is tried both ways on dev, and the fastest scheme within ``tolerance`` wins; the
+    instruction-set table only orders the tries. ``schemes: table`` takes the table's alone.
+
     mode: dynamic (weights offline, activations per batch at run time: no calibration),
     static (activations calibrated on training examples; fastest on CPU), fp8 (E4M3/E5M2
     QDQ for GPUs with FP8 tensor cores; ONNX Runtime runs it on CPU, emulated, to check
@@ -29,7 +36,7 @@ class OnnxQuantizeConfig:
     """
 
     mode: Literal["dynamic", "static", "fp8"] = "dynamic"
-    format: Literal["qoperator", "qdq"] = "qoperator"  # static INT8 only
+    format: Literal["auto", "qoperator", "qdq"] = "auto"  # static INT8 only; auto: measured
     # ORT's static quantizer has no rule for the fused Attention op, which holds a quarter of
     # an encoder layer's matmul work; "dynamic" quantizes it in a second pass (QAttention)
     attention: Literal["dynamic", "fp32"] = "dynamic"
@@ -38,7 +45,7 @@ class OnnxQuantizeConfig:
     weight_type: Literal["auto", "uint8", "int8", "quint8", "qint8"] = "auto"
     reduce_range: bool | None = None  # 7-bit weights; None: from the instruction set
     target_isa: str = "auto"  # which CPU to choose INT8 types for; auto: this one
-    per_channel: bool = False  # INT8 weights; FP8 weights are per channel unless false
+    per_channel: bool | None = None  # INT8 weights; None: measured (FP8: fp8_per_channel)
     activation_symmetric: bool = False
     calibration: CalibrationName = "minmax"
     calibration_examples: int = 512
@@ -49,7 +56,11 @@ class OnnxQuantizeConfig:
     op_types: list[str] | None = None  # None: every op type the method quantizes
     exclude_nodes: list[str] | None = None
     exclude_op_types: list[str] | None = None
-    tolerance: float | None = None  # max dev-accuracy drop in points; sensitive nodes fall back
+    # max dev-accuracy drop in points: schemes that lose more are not kept, then sensitive
+    # nodes fall back until it holds; the summary and report say so when nothing holds
+    tolerance: float = DEFAULT_TOLERANCE
+    schemes: Literal["measure", "table"] = "measure"
+    scheme_timing_rounds: int = 8  # interleaved batch-1 timing rounds per candidate scheme
     # what a sensitive node falls back to: "dynamic" INT8 (scales per run follow the outliers
     # that a calibrated range clips, at INT8 speed; ORT CPU only, so QOperator only), "fp32",
     # or "auto": dynamic for static QOperator, fp32 otherwise (Q/DQ graphs are TensorRT's input)
@@ -72,22 +83,32 @@ class OnnxQuantizeConfig:
             raise ValueError("calibration_examples and calibration_batch_size must be >= 1")
         if not 90 < self.percentile < 100:
             raise ValueError(f"percentile must be in (90, 100), got {self.percentile}")
-        if self.tolerance is not None and self.tolerance < 0:
+        if self.tolerance is None or self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 points, got {self.tolerance}")
+        if self.scheme_timing_rounds < 1:
+            raise ValueError("scheme_timing_rounds must be >= 1")
         if self.mode == "fp8" and self.calibration not in ("minmax", "percentile"):
             raise ValueError("fp8 scales come from a calibrated range: calibration must be "
                              f"minmax or percentile, got {self.calibration!r}")
         if self.max_fallback_nodes < 1:
             raise ValueError("max_fallback_nodes must be >= 1")
-        if self.fallback == "dynamic" and (self.mode != "static" or self.format != "qoperator"):
+        if self.fallback == "dynamic" and (self.mode != "static" or self.format == "qdq"):
             raise ValueError("fallback: dynamic needs mode: static and format: qoperator (dynamic INT8 "
                              "nodes run on ONNX Runtime's CPU kernels, not in Q/DQ graphs)")
+
+    def resolved(self) -> OnnxQuantizeConfig:
+        """This config with what the scheme search leaves open set to the table's scheme:
+        format auto -> qoperator, per_channel unset -> per tensor."""
+        import dataclasses
+
+        return dataclasses.replace(self, format="qoperator" if self.format == "auto" else self.format,
+                                   per_channel=bool(self.per_channel))
 
     def fallback_precision(self) -> str:
         """What the repair's sensitive nodes become: "dynamic" or "fp32"."""
         if self.fallback != "auto":
             return self.fallback
-        return "dynamic" if (self.mode, self.format) == ("static", "qoperator") else "fp32"
+        return "dynamic" if self.mode == "static" and self.format != "qdq" else "fp32"
 
     def int8_formats(self) -> Int8Formats:
         """The INT8 types after resolving ``auto`` against the target instruction set."""
@@ -107,9 +128,9 @@ class TorchQuantizeConfig:
     backend: torchao-x86 (X86InductorQuantizer; static or dynamic) or inc (Neural Compressor
     autotune, static only: its dynamic PT2E config loses too much accuracy). ``calibration``,
     ``reduce_range`` and ``target_isa`` set torchao-x86's quantizer; INC tunes its own.
-    tolerance: largest dev-accuracy drop in points (quantize-onnx's meaning). torchao-x86
-    keeps the most sensitive Linear layers fp32 until it holds; inc autotunes against it
-    (None: INC's default tolerable_loss, 1% relative).
+    tolerance: largest dev-accuracy drop in points (quantize-onnx's meaning and default).
+    torchao-x86 keeps the most sensitive Linear layers fp32 until it holds; inc autotunes
+    against it.
     """
 
     backend: Literal["torchao-x86", "inc"] = "torchao-x86"
@@ -122,7 +143,10 @@ class TorchQuantizeConfig:
     target_isa: str = "auto"  # which CPU reduce_range is chosen for; auto: this one
     calibration_examples: int = 512
     calibration_batch_size: int = 32
-    tolerance: float | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    # torchao-x86 with reduce_range unset: 7- and 8-bit activations both tried on dev, the
+    # better kept (the same oneDNN kernels run both: no speed to weigh); table: the ISA's rule
+    schemes: Literal["measure", "table"] = "measure"
     max_fallback_layers: int = 12
     max_seq_len: int | None = None  # longest sequence the program takes; None: the model's positions
 
@@ -136,7 +160,7 @@ class TorchQuantizeConfig:
                              f"got {self.target_isa!r}")
         if self.calibration_examples < 1 or self.calibration_batch_size < 1:
             raise ValueError("calibration_examples and calibration_batch_size must be >= 1")
-        if self.tolerance is not None and self.tolerance < 0:
+        if self.tolerance is None or self.tolerance < 0:
             raise ValueError(f"tolerance must be >= 0 points, got {self.tolerance}")
         if self.max_fallback_layers < 1:
             raise ValueError("max_fallback_layers must be >= 1")

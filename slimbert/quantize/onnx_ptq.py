@@ -14,6 +14,7 @@ DefaultTensorType), so it keeps both wins: fused attention/layernorm and INT8 ma
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from collections.abc import Callable
@@ -48,6 +49,9 @@ class QuantJob:
     # static mode: nodes quantized dynamically instead (a repair's choice, see onnx_repair.py)
     dynamic_nodes: list[str] = field(default_factory=list)
     only_nodes: list[str] | None = None  # sensitivity analysis: quantize just these
+
+    def __post_init__(self) -> None:
+        self.cfg = self.cfg.resolved()  # the methods read one format and one granularity
 
     def excluded(self) -> list[str]:
         return sorted(set(self.exclude_nodes))
@@ -268,9 +272,13 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
                   calibration: EncodedSplit | None = None, *, progress: bool = False) -> dict[str, Any]:
     """Quantize ``src_dir/model.onnx`` into ``out_dir``; report the accuracy cost on ``dev``.
 
-    ``calibration`` (training examples) is needed by static and fp8; with a ``tolerance``
-    the most sensitive nodes go back to fp32 until the dev drop is within it.
+    ``calibration`` (training examples) is needed by static and fp8. INT8 schemes are chosen
+    by measurement on dev (quantize/schemes.py); if the chosen one loses more than the
+    tolerance, the most sensitive nodes fall back until it holds (onnx_repair.py). Dev
+    accuracy is scored as the graph is served: one example at a time when its activation
+    scales are dynamic, since they depend on the rest of a batch.
     """
+    from slimbert.hw import cpu_name
     from slimbert.quantize.onnx_repair import repair
     from slimbert.runtimes import get_runtime
 
@@ -283,8 +291,8 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
             hint="quantize the fp32 export instead (point the stage's input at the export-onnx stage).",
         )
     _, needs_ranges = QUANTIZERS[cfg.mode]
-    formats = cfg.int8_formats()
     runtime = get_runtime("ort-cpu")
+    schemes = None
     with tempfile.TemporaryDirectory(prefix="slimbert-quant-") as tmp:
         work = Path(tmp)
         shaped = with_inferred_shapes(src_dir / ONNX_FILE, work / "shaped.onnx")
@@ -296,23 +304,32 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
             cache = calibrate(shaped, calibration.head(cfg.calibration_examples), cfg.calibration,
                               work / "calibration.json", batch_size=cfg.calibration_batch_size,
                               percentile=cfg.percentile, progress=progress)
-        fp32_logits = runtime.load(src_dir).predict(dev)
-        job = QuantJob(shaped, out_dir / ONNX_FILE, cfg, formats, cache, recipe_exclusions(shaped, cfg))
-        details = run_job(job)
+        fp32_logits = runtime.load(src_dir).served_logits(dev)
+        job = QuantJob(shaped, out_dir / ONNX_FILE, cfg, cfg.int8_formats(), cache,
+                       recipe_exclusions(shaped, cfg))
+        if cfg.mode == "fp8":
+            details = run_job(job)
+        else:
+            job, details, schemes = search_schemes(job, cfg, dev, fp32_logits, work, progress=progress)
         copy_model_metadata(src_dir, out_dir)
-        logits = runtime.load(out_dir).predict(dev)
-        fallback = None
-        if cfg.tolerance is not None:
-            fallback = repair(job, dev, fp32_logits, logits, work, progress=progress)
-            logits = runtime.load(out_dir).predict(dev)
+        logits = runtime.load(out_dir).served_logits(dev)
+        fallback = repair(job, dev, fp32_logits, logits, work, progress=progress)
+        if fallback.get("sensitivity") is not None:
+            logits = runtime.load(out_dir).served_logits(dev)
         excluded, dynamic_nodes = job.excluded(), sorted(job.dynamic_nodes)
     check = compare_logits(fp32_logits, logits)
     fp32_acc, acc = accuracy(fp32_logits, dev.labels), accuracy(logits, dev.labels)
+    drop = drop_points(fp32_acc, acc)
     log.info("%s quantization: dev accuracy %.2f%% (fp32 %.2f%%), agreement %.2f%%", cfg.mode, 100 * acc,
              100 * fp32_acc, 100 * check["agreement"])
+    if drop > cfg.tolerance:
+        log.warning("%s quantization loses %.2f dev points, more than the tolerance of %g: no scheme or "
+                    "node fallback held it; raise the tolerance or max_fallback_nodes, or keep fp32.",
+                    cfg.mode, drop, cfg.tolerance)
     metrics: dict[str, Any] = {
         "mode": cfg.mode, **details, "agreement_with_source": check,
-        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": drop_points(fp32_acc, acc),
+        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": drop,
+        "tolerance_points": cfg.tolerance, "tolerance_met": drop <= cfg.tolerance,
         "calibration": None,
         "excluded_nodes": excluded,
         "dynamic_nodes": dynamic_nodes,
@@ -321,7 +338,68 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
         metrics["calibration"] = {"method": cfg.calibration, "batch_size": cfg.calibration_batch_size,
                                   "examples": min(cfg.calibration_examples, len(calibration))}
     if cfg.mode != "fp8":
-        metrics["int8_formats"] = formats.to_dict()
-    if fallback is not None:
-        metrics["repair"] = fallback
+        # the CPU the scheme was measured on: bench, gate and deploy warn on another one
+        metrics["int8_formats"] = job.formats.to_dict()
+        metrics["per_channel"] = job.cfg.per_channel
+        metrics["tuned_isa"] = job.formats.isa
+        metrics["tuned_cpu"] = cpu_name()
+        metrics["schemes"] = schemes
+    metrics["repair"] = fallback
     return metrics
+
+
+def search_schemes(job: QuantJob, cfg: OnnxQuantizeConfig, dev: EncodedSplit, fp32_logits, work: Path, *,
+                   progress: bool = False) -> tuple[QuantJob, dict[str, Any], dict[str, Any]]:
+    """Quantize ``job`` with every scheme ``cfg`` leaves open, keep the fastest within the tolerance.
+
+    Each candidate is written and scored on dev as served; those within the tolerance (all
+    of them when none is) are timed at batch 1 on the longest dev example, interleaved. The
+    chosen graph is copied to ``job.output``; returns its job, the method's details and
+    the record of every try.
+    """
+    import shutil
+
+    from slimbert.data import collate
+    from slimbert.progress import progress_bar
+    from slimbert.quantize.schemes import (
+        SchemeTrial,
+        candidate_schemes,
+        choose_scheme,
+        drop_and_agreement,
+        interleaved_batch_1,
+    )
+    from slimbert.runtimes import get_runtime
+
+    runtime = get_runtime("ort-cpu")
+    table = job.formats
+    trials, jobs, sessions, details = [], {}, {}, {}
+    for scheme in progress_bar(candidate_schemes(cfg), enabled=progress, desc="INT8 schemes", leave=False):
+        folder = work / "schemes" / scheme.name
+        folder.mkdir(parents=True)
+        trial_job = dataclasses.replace(job, output=folder / ONNX_FILE, cfg=scheme.config(cfg),
+                                        formats=scheme.formats(table))
+        details[scheme.name] = run_job(trial_job)
+        session = runtime.load(folder)
+        trials.append(SchemeTrial(scheme, *drop_and_agreement(fp32_logits, session.served_logits(dev),
+                                                              dev.labels)))
+        jobs[scheme.name], sessions[scheme.name] = trial_job, session
+    holding = [t for t in trials if t.dev_drop_points <= cfg.tolerance] or trials
+    longest = collate(dev, [int(dev.lengths.argmax())])
+    if len(trials) > 1:
+        p50 = interleaved_batch_1({t.scheme.name: sessions[t.scheme.name] for t in holding}, longest,
+                                  rounds=cfg.scheme_timing_rounds)
+        for trial in holding:
+            trial.p50_ms = p50[trial.scheme.name]
+    best, why = choose_scheme(trials, cfg.tolerance)
+    for trial in trials:
+        log.debug("INT8 scheme %s: dev drop %.2f, agreement %.2f%%, p50 %s ms", trial.scheme.name,
+                  trial.dev_drop_points, 100 * trial.agreement, trial.p50_ms)
+    if len(trials) > 1:
+        log.info("INT8 scheme %s: %s; dev drop %.2f points (%d tried)", best.scheme.name, why,
+                 best.dev_drop_points, len(trials))
+    chosen = dataclasses.replace(jobs[best.scheme.name], output=job.output)
+    shutil.copyfile(jobs[best.scheme.name].output, job.output)
+    record = {"chosen": best.scheme.name, "why": why, "tolerance_points": cfg.tolerance,
+              "timed_tokens": int(longest["input_ids"].shape[1]), "timing_rounds": cfg.scheme_timing_rounds,
+              "tried": [t.to_dict() for t in trials]}
+    return chosen, details[best.scheme.name], record

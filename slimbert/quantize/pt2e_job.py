@@ -47,9 +47,12 @@ class TorchQuantJob:
         return iter([next(batches)]) if self.cfg.mode == "dynamic" else batches
 
     def logits(self, module) -> np.ndarray:
+        """Dev logits as served: a dynamic program example by example (its ranges are per batch)."""
         from slimbert.runtimes.pt2e_runtime import Pt2eSession
 
-        return Pt2eSession(module, self.names, self.max_seq_len).predict(self.dev)
+        dynamic = self.cfg.mode == "dynamic"
+        session = Pt2eSession(module, self.names, self.max_seq_len, batch_dependent=dynamic)
+        return session.served_logits(self.dev)
 
     def drop_points(self, logits: np.ndarray) -> float:
         return drop_points(accuracy(self.fp32_logits, self.dev.labels), accuracy(logits, self.dev.labels))

@@ -13,11 +13,17 @@ import numpy as np
 
 from slimbert.errors import RuntimeUnavailable
 
+# the batch a served model answers in: one request, its own length, no padding
+SERVED_BATCH = 1
+
 
 class Session(ABC):
     """A loaded model ready to run batches."""
 
     input_names: tuple[str, ...]
+    # True when an example's outputs depend on the other examples in its batch: dynamic INT8
+    # computes one activation scale per input tensor, padding and neighbours included
+    batch_dependent: bool = False
 
     @abstractmethod
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -38,6 +44,16 @@ class Session(ABC):
                 out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
             out[index] = logits
         return out
+
+    def served_logits(self, enc, batch_size: int = 64, desc: str | None = None,
+                      progress: bool = False) -> np.ndarray:
+        """Logits as a server answering one request at a time gets them.
+
+        A batch-dependent session runs each example alone (batch 1, no padding), the shape
+        the deploy runner serves; any other session gives the same logits batched, faster.
+        """
+        served = SERVED_BATCH if self.batch_dependent else batch_size
+        return self.predict(enc, served, desc=desc, progress=progress)
 
 
 class Runtime(ABC):

@@ -10,11 +10,29 @@ from slimbert.errors import ExportError
 from slimbert.formats import ONNX_FILE
 from slimbert.runtimes.base import Runtime, Session, register
 
+# ops that quantize activations with a scale computed from the whole input tensor at run time
+DYNAMIC_QUANT_OPS = frozenset({"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"})
+
+
+def has_dynamic_quantization(path: Path) -> bool:
+    """Whether the graph at ``path`` computes activation scales per batch (dynamic INT8).
+
+    An ORT-format file (a flatbuffer) is not readable by onnx; both formats store op types
+    as plain strings, so that file is scanned for them."""
+    if path.suffix != ".onnx":
+        data = path.read_bytes()
+        return any(op.encode() in data for op in DYNAMIC_QUANT_OPS)
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in DYNAMIC_QUANT_OPS for node in graph.node)
+
 
 class OrtSession(Session):
-    def __init__(self, session):
+    def __init__(self, session, batch_dependent: bool = False):
         self.session = session
         self.input_names = tuple(i.name for i in session.get_inputs())
+        self.batch_dependent = batch_dependent
 
     def run(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         feed = {k: batch[k] for k in self.input_names}
@@ -71,7 +89,7 @@ class OrtRuntime(Runtime):
                 f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}",
                 hint="the file may be corrupt or truncated: re-run the export stage.",
             ) from exc
-        return OrtSession(session)
+        return OrtSession(session, batch_dependent=has_dynamic_quantization(path))
 
 
 register(OrtRuntime("ort-cpu", "cpu", ["CPUExecutionProvider"], "ONNX Runtime, CPU provider"))

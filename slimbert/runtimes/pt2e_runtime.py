@@ -30,11 +30,12 @@ class Pt2eSession(Session):
     """Runs a logits module of positional tensors (an ExportedProgram's module, maybe compiled)."""
 
     def __init__(self, module, input_names: tuple[str, ...], max_seq_len: int | None = None,
-                 compiled: bool = False):
+                 compiled: bool = False, batch_dependent: bool = False):
         self.module = module
         self.input_names = input_names
         self.max_seq_len = max_seq_len
         self.compiled = compiled
+        self.batch_dependent = batch_dependent  # dynamic PT2E: activation ranges per batch
 
     @contextlib.contextmanager
     def _context(self):
@@ -131,16 +132,18 @@ class Pt2eRuntime(Runtime):
             torch.set_num_threads(threads)
         program, meta = load_program(artifact_dir)
         names, max_seq_len = tuple(meta["input_names"]), meta.get("max_seq_len")
+        dynamic = meta.get("mode") == "dynamic"
         module = program.module()
         if not self.compile:
-            return Pt2eSession(module, names, max_seq_len)
+            return Pt2eSession(module, names, max_seq_len, batch_dependent=dynamic)
         reason = compiler_missing()
         if reason:
             log.warning("%s: %s; running the PT2E program eagerly (its Q/DQ ops in fp32: slower than "
                         "fp32). Install g++ (or set CXX) for oneDNN INT8 kernels.", self.name, reason)
-            return Pt2eSession(module, names, max_seq_len)
+            return Pt2eSession(module, names, max_seq_len, batch_dependent=dynamic)
         # dynamic=True: one compilation serves every batch and sequence length
-        session = Pt2eSession(torch.compile(module, dynamic=True), names, max_seq_len, compiled=True)
+        session = Pt2eSession(torch.compile(module, dynamic=True), names, max_seq_len, compiled=True,
+                              batch_dependent=dynamic)
         ids = np.zeros((2, 8), dtype=np.int64)
         warmup = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": ids}
         session.run(warmup)  # compile now, not inside the first timed call (batch 1 compiles once more)

@@ -86,6 +86,8 @@ def test_a_plain_onnxruntime_session_reproduces_the_bench_on_every_onnx_artifact
 
     from slimbert.bench.default_loader import plain_session_agreement
     from slimbert.bench.report import load_report
+    from slimbert.data import collate, encode_split
+    from slimbert.models import load_tokenizer
     from slimbert.pipeline import run_recipe
     from slimbert.recipe import recipe_from_dict
     from slimbert.runtimes import get_runtime
@@ -104,6 +106,19 @@ def test_a_plain_onnxruntime_session_reproduces_the_bench_on_every_onnx_artifact
     agreement = plain_session_agreement(report, data, recipe.dataset.max_length)
     assert [a["artifact"] for a in agreement] == ["onnx", "int8", "static"]
     assert all(a["agreement"] == 1.0 and a["examples"] > 0 for a in agreement)
+    # dynamic INT8 (and static with dynamic attention) depends on the batch: scored one at a time
+    rows = {r.artifact: r for r in report.rows}
+    assert rows["onnx"].served_batch is None and rows["int8"].served_batch == 1
+    assert rows["static"].served_batch == 1 and 0 <= rows["int8"].batched_agreement <= 1
+    encoded = encode_split(load_tokenizer(result.artifact("onnx").path), data.splits["test"],
+                           recipe.dataset.max_length)
+    for name, row in rows.items():  # a plain session, one example at a time, as a server runs it
+        plain = ort.InferenceSession(str(result.artifact(name).path / "model.onnx"),
+                                     providers=["CPUExecutionProvider"])
+        names = {i.name for i in plain.get_inputs()}
+        served = [int(plain.run(None, {k: v for k, v in collate(encoded, [i]).items() if k in names})[0]
+                      .argmax(-1)[0]) for i in range(len(encoded))]
+        assert served == row.predictions, name
     batch = token_batch(4, 16)
     for name in ("onnx", "int8", "static"):
         path = result.artifact(name).path
