@@ -87,3 +87,24 @@ def model_size_bytes(folder: Path, kind: str | None) -> int:
     """Bytes of the files that are the model itself (what bench and the stage headlines report)."""
     suffixes = size_suffixes(kind)
     return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file() and f.name.endswith(suffixes))
+
+
+def onnx_file_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable ONNX model (None when it is): a model.onnx that holds
+    something else must be named as such, not surface later as a tokenizer or runtime error."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        return f"{path} does not exist"
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes)"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        return f"{path} is not an ONNX file ({type(exc).__name__}: {first})"
+    if not model.graph.node:
+        return f"{path} is not an ONNX model: it parses, but holds no graph"
+    return None

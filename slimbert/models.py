@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slimbert.artifacts import read_artifact, sha256_file, sha256_json
 from slimbert.errors import ModelError
-from slimbert.formats import EXPORTED_SUFFIXES, MODEL_FILE_SUFFIXES
+from slimbert.formats import EXPORTED_SUFFIXES, MODEL_FILE_SUFFIXES, ONNX_FILE, onnx_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,10 @@ def check_model_files(folder: Path) -> None:
             hint="copy config.json (and the tokenizer files) of the model it was exported from into the "
             "folder; slimbert's own exports carry them.",
         )
+    problem = onnx_file_problem(folder / ONNX_FILE) if (folder / ONNX_FILE).is_file() else None
+    if problem:
+        raise ModelError(f"{problem}.", hint="export it again (slimbert export MODEL --format onnx), or "
+                         "point at the folder of a model.onnx that an ONNX exporter wrote.")
 
 
 def model_fingerprint(folder: Path) -> str:
@@ -173,8 +177,12 @@ def load_tokenizer(folder: Path):
     try:
         return AutoTokenizer.from_pretrained(folder)
     except Exception as exc:
+        names = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "sentencepiece.bpe.model",
+                 "spm.model")
+        missing = Path(folder).is_dir() and not any((Path(folder) / n).is_file() for n in names)
         raise ModelError(
-            f"could not load a tokenizer from {folder}: {exc}",
+            f"could not load a tokenizer from {folder}: "
+            + ("it has no tokenizer files" if missing else str(exc).splitlines()[0] if str(exc) else ""),
             hint="the folder needs tokenizer files (tokenizer.json or vocab.txt) beside "
             "config.json; save them with tokenizer.save_pretrained(folder).",
         ) from exc

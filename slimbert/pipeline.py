@@ -91,6 +91,7 @@ class _Run:
         self._data: TextClassificationData | None = None
         self._model: StageInput | None = None
         self.done: dict[str, StageInput] = {}
+        self.inputs: dict[str, StageInput | None] = {}  # stage name -> the input it was planned with
         self._verified: dict[Path, tuple[str, list[str]]] = {}  # folder -> (inputs_hash, bad files)
 
     def verify(self, artifact: Artifact) -> list[str]:
@@ -214,14 +215,33 @@ class _Plan:
 
 def _plan(run: _Run, spec: StageSpec) -> _Plan:
     stage = STAGES[spec.type]
-    stage_input = run.resolve_input(spec)
+    stage_input = run.inputs[spec.name] = run.resolve_input(spec)
     parents = {stage_input.name: stage_input.fingerprint} if stage_input else {}
     stage.check(spec.config)  # settings that can only be checked against this machine (bench targets)
+    stage.check_input(spec.config, _input_model_config(run, stage_input))
     references = {ref: run.resolve_reference(spec, ref)
                   for ref in stage.references(spec.config, run.done.keys())}
     parents |= {ref: r.fingerprint for ref, r in references.items()}
     inputs_hash = _inputs_hash(run, spec.type, to_dict(spec.config), parents)
     return _Plan(stage_input, parents, references, inputs_hash)
+
+
+def _input_model_config(run: _Run, stage_input: StageInput | None) -> dict | None:
+    """The config.json of the model a stage reads, where it is known before anything runs:
+    the folder's own, or for a stage still to run that keeps its input's layers (finetune),
+    its input's, and so on back to the base model."""
+    types = {s.name: s.type for s in run.recipe.stages}
+    while stage_input is not None:
+        path = stage_input.path / "config.json"
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+        if stage_input.name not in types or not STAGES[types[stage_input.name]].keeps_layers:
+            return None
+        stage_input = run.inputs.get(stage_input.name)
+    return None
 
 
 def _inputs_hash(run: _Run, stage_type: str, config: dict, parents: dict[str, str]) -> str:
@@ -438,8 +458,12 @@ def _folder_owner(out_dir: Path) -> str | None:
 
 
 def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
-               rerun: tuple[str, ...] = (), progress: bool = True, withhold_test: bool = False) -> RunResult:
+               rerun: tuple[str, ...] = (), progress: bool = True, withhold_test: bool = False,
+               log_reuse: bool = True) -> RunResult:
     """Run every stage of ``recipe`` into ``out_dir``, reusing finished ones.
+
+    ``log_reuse``: say each reused stage at INFO (False: at DEBUG, for a search that runs
+    its candidates' shared stages again and again).
 
     ``withhold_test``: no stage may read the test split (model selection); one that tries
     fails with a DataError.
@@ -490,7 +514,8 @@ def run_recipe(recipe: Recipe, out_dir: Path | str, *, force: bool = False,
             unread.append(spec.name)
             continue
         if reuse:
-            log.info("stage %s: unchanged inputs, reusing %s", spec.name, dest)
+            log.log(logging.INFO if log_reuse else logging.DEBUG, "stage %s: unchanged inputs, reusing %s",
+                    spec.name, dest)
             artifact, status = existing, "reused"
         else:
             if why.warn:

@@ -81,6 +81,10 @@ class StageType:
     referrer: str | None = None
     reference_kinds: tuple[str, ...] = ("hf-model",)  # what a referenced model folder may hold
     checker: str | None = None  # "module:function" raising on settings this machine cannot run
+    # "module:function": (config, the input model's config.json) raising on settings that model
+    # cannot serve (teacher layers it lacks); read at plan time, without torch
+    input_checker: str | None = None
+    keeps_layers: bool = False  # its output has its input's layers (what an input check reads)
     # runs on every process of a multi-process launch (DDP); other stages run on the main one
     trains: bool = False
 
@@ -101,6 +105,11 @@ class StageType:
         if self.checker:
             load_object(self.checker)(config)
 
+    def check_input(self, config: Any, model_config: dict[str, Any] | None) -> None:
+        """Refuse settings the input model cannot serve, when its config.json is known."""
+        if self.input_checker and model_config is not None:
+            load_object(self.input_checker)(config, model_config)
+
     def references(self, config: Any, earlier: Collection[str]) -> list[str]:
         """Further artifacts ``config`` names (e.g. prune's recovery teacher)."""
         return list(load_object(self.referrer)(config, earlier)) if self.referrer else []
@@ -113,11 +122,13 @@ STAGES: dict[str, StageType] = {
     for s in (
         StageType("finetune", "slimbert.compress.config:FinetuneConfig", "hf-model", "hf-model",
                   f"{_RUNNERS}:run_finetune",
-                  "fine-tune a pretrained encoder into a classifier (the teacher)", trains=True),
+                  "fine-tune a pretrained encoder into a classifier (the teacher)", trains=True,
+                  keeps_layers=True),
         StageType("distill", "slimbert.compress.config:DistillConfig", "hf-model", "hf-model",
                   f"{_RUNNERS}:run_distill",
                   "distil the input classifier into a shallower student",
-                  referrer=f"{_RUNNERS}:distill_references", trains=True),
+                  referrer=f"{_RUNNERS}:distill_references", trains=True,
+                  input_checker="slimbert.compress.config:check_distill_input"),
         StageType("prune", "slimbert.compress.config:PruneConfig", "hf-model", "hf-model",
                   f"{_RUNNERS}:run_prune",
                   "prune vocabulary, heads/FFN neurons or weights, then recover by distillation",

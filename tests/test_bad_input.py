@@ -49,6 +49,10 @@ def files(tmp_path, tiny_classifier, sentiment_csv) -> dict[str, Path]:
     model_copy("empty-onnx", drop=["model.safetensors"], model_onnx=b"")
     model_copy("bare-onnx", drop=["model.safetensors", "config.json"], model_onnx=b"\x08\x07garbage")
     model_copy("broken-manifest", manifest_json=b"")
+    model_copy("text-onnx", drop=["model.safetensors"], model_onnx=b"this is not an ONNX file")
+    recipe("badlayers", tiny_recipe(tiny_classifier, sentiment_csv, [
+        {"type": "finetune", "name": "teacher", "epochs": 1},
+        {"type": "distill", "name": "student", "input": "teacher", "layers": [0, 99]}]))
     (tmp_path / "devices.yaml").write_text("pi:\n  transport: ssh\n  host: 127.0.0.1\n")
     f["devices"] = tmp_path / "devices.yaml"
     (tmp_path / "binary-devices.yaml").write_bytes(b"\xff\xfe\x00\x01")
@@ -77,6 +81,8 @@ CASES = {
     "run: --rerun unknown stage": (["run", "{long}", "--rerun", "nope", "--out", "{out}"],
                                    ["--rerun", "'nope'"]),
     "run: --dry-run of a bad recipe": (["run", "{long}", "--dry-run", "--out", "{out}"], ["max_length"]),
+    "run: --dry-run of distill layers the teacher lacks": (
+        ["run", "{badlayers}", "--dry-run", "--out", "{out}"], ["[99]", "out of range", "4 layers"]),
     # compress
     "compress: --max-length beyond the model": (
         ["compress", "--stage", "finetune", "--model", "{model}", "--dataset", "{data}", "--max-length",
@@ -107,6 +113,9 @@ CASES = {
     # bench
     "bench: an empty model.onnx": (["bench", "{empty-onnx}", *DATA, "--seq-len", "16", "--out", "{out}"],
                                    ["model.onnx", "is empty (0 bytes)"]),
+    "bench: a model.onnx that is not ONNX": (
+        ["bench", "{text-onnx}", *DATA, "--seq-len", "16", "--out", "{out}"],
+        ["model.onnx", "is not an ONNX file"]),
     "bench: model.onnx without config.json": (["bench", "{bare-onnx}", *DATA, "--seq-len", "16",
                                                "--out", "{out}"], ["bare-onnx", "config.json"]),
     "bench: --seq-len beyond the model": (["bench", "{model}", *DATA, "--seq-len", "4096", "--out", "{out}"],

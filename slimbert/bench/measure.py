@@ -135,6 +135,21 @@ def timing_flag(p50_ms: float | None, recheck_ms: float | None) -> str | None:
             f"({ratio:.2f}x); the machine was busy or the row is unstable: rerun the bench")
 
 
+def quiet_worker(slimbert_level: int, root_level: int) -> None:
+    """Logging in a spawned worker as the parent set it up: a new interpreter starts with
+    Python's defaults, so every row printed torchao's "Failed to load ... _C_mxfp8" and
+    torch's pytree deprecation notices on import. Library chatter shows at -vv only."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=root_level, format="%(levelname).1s %(name)s: %(message)s", force=True)
+    logging.getLogger("slimbert").setLevel(slimbert_level)
+    if root_level > logging.DEBUG:
+        for name in ("torchao", "torch.utils._pytree"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore")
+
+
 class Worker:
     """Where rows are measured: a new process per call (``isolated``) or this one.
 
@@ -149,7 +164,11 @@ class Worker:
 
     def __enter__(self) -> Worker:
         if self.isolated:
-            self._pool = multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1)
+            import logging
+
+            levels = (logging.getLogger("slimbert").getEffectiveLevel(), logging.getLogger().level)
+            self._pool = multiprocessing.get_context("spawn").Pool(
+                1, maxtasksperchild=1, initializer=quiet_worker, initargs=levels)
         return self
 
     def call(self, fn, *args):

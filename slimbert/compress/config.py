@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from slimbert.errors import ModelError
 from slimbert.schema import field_defaults
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -92,6 +93,34 @@ def parse_first_k(choice: str) -> int:
         raise ValueError(f"layers must be a list of layer indices, 'every-other' or 'first-<k>' "
                          f"(e.g. first-3), got {choice!r}")
     return int(count)
+
+
+def resolve_layers(choice: LayerChoice, depth: int) -> list[int]:
+    """Teacher layer indices the student keeps."""
+    if choice == "every-other":
+        return list(range(0, depth, 2))
+    if isinstance(choice, str):
+        k = parse_first_k(choice)
+        if not 1 <= k <= depth:
+            raise ModelError(f"layers: {choice} asks for {k} layers of a model with {depth}.",
+                             hint=f"use first-1 .. first-{depth}.")
+        return list(range(k))
+    layers = list(choice)
+    if not layers:
+        raise ModelError("the student's layer list is empty.", hint="keep at least one layer.")
+    bad = [i for i in layers if not 0 <= i < depth]
+    if bad:
+        raise ModelError(
+            f"student layers {bad} are out of range for a teacher with {depth} layers "
+            f"(valid: 0..{depth - 1}).",
+            hint="pick indices of existing teacher layers.",
+        )
+    if sorted(set(layers)) != layers:
+        raise ModelError(
+            f"student layers {layers} must be distinct and increasing.",
+            hint=f"e.g. {sorted(set(layers))}.",
+        )
+    return layers
 
 
 @dataclass
@@ -227,3 +256,11 @@ class PruneConfig:
             raise ValueError(f"sparsity 0 prunes nothing; {self.method} needs a sparsity in (0, 1)")
         if self.method == "structured" and self.heads_fraction == 0 and self.ffn_fraction == 0:
             raise ValueError("heads_fraction and ffn_fraction are both 0: nothing would be pruned")
+
+
+def check_distill_input(cfg: DistillConfig, model_config: dict) -> None:
+    """Refuse, at plan time, teacher layers the input model does not have (``layers: [0, 99]``
+    on a 6-layer teacher): the config and the teacher's config.json say so without torch."""
+    depth = model_config.get("num_hidden_layers", model_config.get("n_layers"))
+    if cfg.student_model is None and cfg.layers is not None and isinstance(depth, int):
+        resolve_layers(cfg.layers, depth)

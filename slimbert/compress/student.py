@@ -11,7 +11,7 @@ import copy
 
 from torch import nn
 
-from slimbert.compress.config import LayerChoice, parse_first_k
+from slimbert.compress.config import resolve_layers  # noqa: F401  (torch-free, planned too)
 from slimbert.errors import ModelError
 
 _LAYER_PATHS = ("encoder.layer", "transformer.layer", "encoder.layers", "layers")
@@ -34,34 +34,6 @@ def find_layers(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
         f"(looked for {', '.join(_LAYER_PATHS)}).",
         hint="slimbert supports BERT-family encoders whose layers form one ModuleList.",
     )
-
-
-def resolve_layers(choice: LayerChoice, depth: int) -> list[int]:
-    """Teacher layer indices the student keeps."""
-    if choice == "every-other":
-        return list(range(0, depth, 2))
-    if isinstance(choice, str):
-        k = parse_first_k(choice)
-        if not 1 <= k <= depth:
-            raise ModelError(f"layers: {choice} asks for {k} layers of a model with {depth}.",
-                             hint=f"use first-1 .. first-{depth}.")
-        return list(range(k))
-    layers = list(choice)
-    if not layers:
-        raise ModelError("the student's layer list is empty.", hint="keep at least one layer.")
-    bad = [i for i in layers if not 0 <= i < depth]
-    if bad:
-        raise ModelError(
-            f"student layers {bad} are out of range for a teacher with {depth} layers "
-            f"(valid: 0..{depth - 1}).",
-            hint="pick indices of existing teacher layers.",
-        )
-    if sorted(set(layers)) != layers:
-        raise ModelError(
-            f"student layers {layers} must be distinct and increasing.",
-            hint=f"e.g. {sorted(set(layers))}.",
-        )
-    return layers
 
 
 def uniform_layer_map(student_depth: int, teacher_depth: int) -> list[int]:

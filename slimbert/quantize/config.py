@@ -167,6 +167,10 @@ class TorchQuantizeConfig:
         if self.max_seq_len is not None and self.max_seq_len < 4:
             raise ValueError(f"max_seq_len must be >= 4, got {self.max_seq_len}")
 
+    def activation_reduce_range_isa(self) -> str:
+        """The instruction set the activation bits are chosen for."""
+        return int8_formats(None if self.target_isa == "auto" else self.target_isa).isa
+
     def activation_reduce_range(self) -> tuple[bool, str]:
         """Whether activations use 7 bits, and why (the CPU's instruction set, or the recipe)."""
         formats = int8_formats(None if self.target_isa == "auto" else self.target_isa)

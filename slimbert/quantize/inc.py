@@ -106,11 +106,8 @@ def quantize_inc(job: TorchQuantJob) -> tuple[Any, dict[str, Any]]:
     cfg = job.cfg
     fp32_acc = accuracy(job.fp32_logits, job.dev.labels)
     # INC's criterion is relative: acc >= baseline * (1 - tolerable_loss); points -> that ratio
-    if cfg.tolerance is None:
-        tolerable_loss, goal = 0.01, "INC's default tolerable_loss (1% relative)"
-    else:
-        tolerable_loss = cfg.tolerance / 100 / fp32_acc + 1e-9 if fp32_acc > 0 else 0.0
-        goal = f"{cfg.tolerance:g} points of dev accuracy"
+    tolerable_loss = cfg.tolerance / 100 / fp32_acc + 1e-9 if fp32_acc > 0 else 0.0
+    goal = f"{cfg.tolerance:g} points of dev accuracy"
     with quiet_logger("neural_compressor"):  # a table per trial, warnings per convert
         exported = inc_export(job.module, example_args(job.names, job.vocab_size),
                               dynamic_shapes=dynamic_shapes(job.names, max_seq_len=job.max_seq_len))
@@ -120,32 +117,30 @@ def quantize_inc(job: TorchQuantJob) -> tuple[Any, dict[str, Any]]:
     best_drop = job.drop_points(job.logits(best))
     report: dict[str, Any] = {"goal": goal, "tolerable_loss": tolerable_loss,
                               "tolerance_points": cfg.tolerance}
-    if cfg.tolerance is not None:
-        # keep the most sensitive Linear layers fp32, on top of the best INC config so far; INC 3.x
-        # has no per-op fallback on the PT2E path, so its quantize runs slimbert's search's variants
-        base = max(zip(first, [t["dev_accuracy"] for t in trials], strict=False), key=lambda p: p[1])[0]
+    # keep the most sensitive Linear layers fp32, on top of the best INC config so far; INC 3.x
+    # has no per-op fallback on the PT2E path, so its quantize runs slimbert's search's variants
+    base = max(zip(first, [t["dev_accuracy"] for t in trials], strict=False), key=lambda p: p[1])[0]
 
-        def fall_back(layers: list[str]):
-            config = StaticQuantConfig(act_sym=base.act_sym, act_algo=base.act_algo)
-            config.set_local(layers, StaticQuantConfig(w_dtype="fp32", act_dtype="fp32"))
-            model = _inc_quantize(job, exported, config)
-            logits = job.logits(model)
-            trials.append(_trial_record(job, "fp32-fallback", config, accuracy(logits, job.dev.labels),
-                                        fp32_layers(model)))
-            return logits, model
+    def fall_back(layers: list[str]):
+        config = StaticQuantConfig(act_sym=base.act_sym, act_algo=base.act_algo)
+        config.set_local(layers, StaticQuantConfig(w_dtype="fp32", act_dtype="fp32"))
+        model = _inc_quantize(job, exported, config)
+        logits = job.logits(model)
+        trials.append(_trial_record(job, "fp32-fallback", config, accuracy(logits, job.dev.labels),
+                                    fp32_layers(model)))
+        return logits, model
 
-        chosen_trial, search = fallback_search(
-            units=lambda: linear_names(job), fall_back=fall_back, initial_logits=job.logits(best),
-            initial_model=best, fp32_logits=job.fp32_logits, labels=job.dev.labels,
-            tolerance=cfg.tolerance, max_units=cfg.max_fallback_layers, units_key="fp32_layers",
-            unit_key="layer", progress=job.progress,
-            quantize_only=quantize_only(job, lambda name: x86_quantizer(TorchQuantizeConfig(), only=name)))
-        if search.sensitivity is not None:
-            searched = search.to_dict(show=display)
-            report["sensitivity"], report["fallback_tries"] = searched["sensitivity"], searched["tries"]
-        best, best_drop = chosen_trial.model, chosen_trial.dev_drop_points
-    met = (best_drop <= cfg.tolerance if cfg.tolerance is not None
-           else fp32_acc - best_drop / 100 >= fp32_acc * (1 - tolerable_loss))
+    chosen_trial, search = fallback_search(
+        units=lambda: linear_names(job), fall_back=fall_back, initial_logits=job.logits(best),
+        initial_model=best, fp32_logits=job.fp32_logits, labels=job.dev.labels,
+        tolerance=cfg.tolerance, max_units=cfg.max_fallback_layers, units_key="fp32_layers",
+        unit_key="layer", progress=job.progress,
+        quantize_only=quantize_only(job, lambda name: x86_quantizer(TorchQuantizeConfig(), only=name)))
+    if search.sensitivity is not None:
+        searched = search.to_dict(show=display)
+        report["sensitivity"], report["fallback_tries"] = searched["sensitivity"], searched["tries"]
+    best, best_drop = chosen_trial.model, chosen_trial.dev_drop_points
+    met = best_drop <= cfg.tolerance
     chosen = getattr(best, "qconfig", None)
     report.update(met=met, trials=trials, final_dev_drop_points=best_drop,
                   chosen_config=_inc_describe(next(iter(chosen.values()))) if chosen else None,

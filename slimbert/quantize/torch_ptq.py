@@ -134,6 +134,7 @@ def quantize_torch(src_dir: Path, out_dir: Path, cfg: TorchQuantizeConfig, dev: 
     """Quantize the classifier in ``src_dir`` into ``out_dir/model.pt2``; report the cost on ``dev``."""
     import torch
 
+    from slimbert.hw import cpu_name
     from slimbert.models import load_classifier
     from slimbert.runtimes import get_runtime
 
@@ -181,7 +182,7 @@ def quantize_torch(src_dir: Path, out_dir: Path, cfg: TorchQuantizeConfig, dev: 
     copy_model_metadata(src_dir, out_dir)
 
     subset = dev.head(256)  # the saved program, reloaded through the runtime, is the one measured
-    saved = get_runtime("torch-pt2e-cpu-eager").load(out_dir).predict(subset)
+    saved = get_runtime("torch-pt2e-cpu-eager").load(out_dir).served_logits(subset)
     reloaded = compare_logits(logits[: len(subset)], saved)
     # Re-tracing may reorder float ops, and a last-bit change before a quantize flips an INT8
     # step: a real student's logits then move by ~1e-2 (seen: 3.4e-2), while a broken save moves
@@ -196,9 +197,16 @@ def quantize_torch(src_dir: Path, out_dir: Path, cfg: TorchQuantizeConfig, dev: 
     left = fp32_layers(quantized)
     log.info("PT2E %s %s: dev accuracy %.2f%% (fp32 %.2f%%), agreement %.2f%%, %d layer(s) in fp32",
              cfg.backend, cfg.mode, 100 * acc, 100 * fp32_acc, 100 * check["agreement"], len(left))
+    drop = drop_points(fp32_acc, acc)
+    if drop > cfg.tolerance:
+        log.warning("PT2E %s %s loses %.2f dev points, more than the tolerance of %g.", cfg.backend, cfg.mode,
+                    drop, cfg.tolerance)
     return {
         "backend": cfg.backend, "mode": cfg.mode, **details, "agreement_with_source": check,
-        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": drop_points(fp32_acc, acc),
+        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": drop,
+        "tolerance_points": cfg.tolerance, "tolerance_met": drop <= cfg.tolerance,
+        # the CPU its activation bits were measured on: bench, gate and deploy warn on another one
+        "tuned_isa": cfg.activation_reduce_range_isa(), "tuned_cpu": cpu_name(),
         "fp32_layers": left, "int8_layers": sum(q for _, q in linear_layers(quantized)),
         "calibration": {"examples": len(job.calibration), "batch_size": cfg.calibration_batch_size,
                         "batches": 1 if cfg.mode == "dynamic"

@@ -9,6 +9,7 @@ are measured on ``split``: the selection split held out of training, or dev.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from slimbert.artifacts import write_json_atomic
+from slimbert.progress import quiet_logger
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,11 @@ class Candidates:
         wanted = self._with_inputs([s["name"] for s in stages])
         recipe = {"name": CANDIDATES_RECIPE, "model": str(self.teacher_dir), "seed": self.seed,
                   "dataset": self.dataset, "stages": [self.stages[n] for n in wanted]}
-        result = run_recipe(recipe_from_dict(recipe, str(self.folder / "recipe.json")), self.folder,
-                            progress=self.progress, withhold_test=withhold_test)
+        # one line per candidate (strategy.py), not the dataset and every reused stage again each time
+        chatty = logging.getLogger("slimbert").isEnabledFor(logging.DEBUG)
+        with contextlib.nullcontext() if chatty else quiet_logger("slimbert.data.loading", logging.WARNING):
+            result = run_recipe(recipe_from_dict(recipe, str(self.folder / "recipe.json")), self.folder,
+                                progress=self.progress, withhold_test=withhold_test, log_reuse=chatty)
         for outcome in result.stages:
             if outcome.status == "ran":
                 self.costs[outcome.name] = round(outcome.seconds, 1)
