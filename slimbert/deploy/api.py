@@ -6,6 +6,7 @@ before minutes of uploading, and a device row joins a bench report the same way.
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from slimbert.deploy.devices import Device, get_device
 from slimbert.deploy.install import DeviceStatus, InstallResult
 from slimbert.deploy.remote_bench import RemoteBenchConfig
 from slimbert.errors import DeployError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -56,6 +59,7 @@ def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchC
 
     if report is not None and bench is None:
         raise DeployError("a report takes the device's bench row: bench to add one.")
+    warn_on_isa(Path(artifact), device)
     with tempfile.TemporaryDirectory(prefix="slimbert-bundle-") as tmp, open_transport(device) as transport:
         bundle_dir = make_bundle(Path(artifact), Path(tmp), min_agreement or DEFAULT_MIN_AGREEMENT)
         installed = install(bundle_dir, device, transport, keep=keep)
@@ -65,6 +69,20 @@ def deploy_artifact(artifact: Path | str, device: Device, *, bench: RemoteBenchC
     if report is not None:
         result.markdown = append_rows(Path(report), [result.row])
     return result
+
+
+def warn_on_isa(artifact: Path, device: Device) -> str | None:
+    """Warn when ``artifact``'s INT8 scheme was measured on another CPU than the device's (its
+    inventory entry's ``isa``); returns the warning."""
+    from slimbert.artifacts import read_artifact
+    from slimbert.hw import isa_mismatch
+
+    found = read_artifact(artifact) if (artifact / "manifest.json").is_file() else None
+    tuned = found.manifest.metrics.get("tuned_isa") if found is not None else None
+    mismatch = isa_mismatch(tuned, device.isa) if device.isa else None
+    if mismatch:
+        log.warning("deploying %s to %s: %s", artifact, device.name, mismatch)
+    return mismatch
 
 
 def check_deploy_options(*, artifact: Path | str | None, status: bool, rollback: bool, bench: bool,

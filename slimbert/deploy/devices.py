@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 
 from slimbert.errors import DeployError, RecipeError
+from slimbert.hw import ISA_NAMES
 from slimbert.schema import from_dict
 
 DEFAULT_ROOTS = {"ssh": "~/slimbert", "adb": "/data/local/tmp/slimbert"}
@@ -36,6 +37,9 @@ class Device:
     threads: int | None = None  # intra-op threads for the bench; None: all cores
     keep: int = 3  # releases kept on the device (current and previous always are)
     lock_timeout_s: int = 300  # how long a deploy waits for another one on the device to finish
+    # the device CPU's instruction set (slimbert.hw.ISA_NAMES, e.g. arm64-dotprod): a deploy warns
+    # when an INT8 artifact's scheme was measured on another (build it with target_isa: this)
+    isa: str | None = None
     name: str = field(default="", init=False)  # set by load_devices: the key in devices.yaml
     source: str = field(default="", init=False)  # set by load_devices: the file it came from
 
@@ -54,6 +58,8 @@ class Device:
             extra += ["trust_on_first_use"] if self.trust_on_first_use else []
             if extra:
                 raise ValueError(f"{extra[0]!r} is for ssh devices; an adb device is reached by serial")
+        if self.isa is not None and self.isa not in ISA_NAMES:
+            raise ValueError(f"isa must be one of {', '.join(ISA_NAMES)}, got {self.isa!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.keep < 1:

@@ -71,3 +71,24 @@ def test_missing_or_empty_file(tmp_path):
     assert "examples/devices.yaml" in exc.value.hint
     with pytest.raises(DeployError, match="expected a mapping"):
         load_devices(write(tmp_path, ""))
+
+
+def test_a_device_may_name_its_isa_and_a_deploy_warns_on_an_artifact_tuned_for_another(tmp_path, caplog):
+    import json
+
+    from slimbert.deploy.api import warn_on_isa
+
+    path = write(tmp_path, {"pi": {"transport": "ssh", "host": "10.0.0.5", "isa": "arm64-dotprod"},
+                            "box": {"transport": "ssh", "host": "10.0.0.6", "isa": "x86-avx2"}})
+    devices = load_devices(path)
+    artifact = tmp_path / "int8"
+    artifact.mkdir()
+    (artifact / "manifest.json").write_text(json.dumps({
+        "kind": "onnx", "stage": "int8", "stage_type": "quantize-onnx", "inputs_hash": "x",
+        "metrics": {"tuned_isa": "x86-avx2"}}))
+    with caplog.at_level("WARNING", logger="slimbert.deploy.api"):
+        warning = warn_on_isa(artifact, devices["pi"])
+    assert warning and "x86-avx2" in warning and "arm64-dotprod" in warning and warning in caplog.text
+    assert warn_on_isa(artifact, devices["box"]) is None
+    with pytest.raises(DeployError, match="isa"):
+        load_devices(write(tmp_path, {"pi": {"transport": "ssh", "host": "h", "isa": "pentium"}}))

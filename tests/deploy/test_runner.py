@@ -95,3 +95,28 @@ def test_runner_builds_the_same_latency_inputs_as_the_bench():
         assert ours.keys() == theirs.keys()
         for key in ours:
             np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_the_health_check_runs_each_example_alone_unpadded():
+    """Dynamic INT8 depends on the batch: the health check compares what a served request gets."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("bundle_runner", RUNNER_SOURCE)
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    shapes = []
+
+    class Session:
+        input_names = ("input_ids", "attention_mask")
+        runtime = "fake"
+
+        def run(self, feed):
+            shapes.append(feed["input_ids"].shape)
+            return np.full((feed["input_ids"].shape[0], 2), float(feed["input_ids"].shape[1]))
+
+    feed = {"input_ids": np.ones((3, 6), dtype=np.int64),
+            "attention_mask": np.array([[1] * 6, [1] * 2 + [0] * 4, [1] * 4 + [0] * 2])}
+    logits = runner.run_served(Session(), feed)
+    assert shapes == [(1, 6), (1, 2), (1, 4)] and logits[:, 0].tolist() == [6.0, 2.0, 4.0]
