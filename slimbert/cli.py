@@ -18,6 +18,7 @@ from slimbert.cli_options import (
     parse_sets,
 )
 from slimbert.process import exit_codes, setup_logging, sigterm_as_interrupt
+from slimbert.tasks import per_example_metrics
 
 
 class SlimbertGroup(click.Group):
@@ -270,7 +271,9 @@ def bench(obj: dict, artifacts: tuple[str, ...], list_targets: bool, targets: st
 @click.option("--candidate-artifact", metavar="NAME", help="Candidate row (if its report has several).")
 @click.option("--target", metavar="NAME",
               help="Runtime of both rows, e.g. ort-cpu (needed if an artifact was benched on several).")
-@click.option("--metric", type=click.Choice(["accuracy", "macro_f1"]), default="accuracy", show_default=True)
+@click.option("--metric", type=click.Choice(list(per_example_metrics())), default=None,
+              help="What to gate on [default: the report task's first metric: accuracy for text "
+                   "classification, cosine for sentence embeddings].")
 @click.option("--max-drop", default="1.0", show_default=True, callback=float_or_none, metavar="POINTS",
               help="Largest allowed drop in percentage points; 'none' for no limit.")
 @click.option("--min-retention", type=float, metavar="RATIO",

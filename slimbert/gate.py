@@ -10,6 +10,7 @@ looks only at the examples they disagree on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -23,10 +24,12 @@ import numpy as np
 from slimbert.bench.report import BenchReport, BenchRow, as_report, as_row, load_report
 from slimbert.data.metrics import classification_metrics
 from slimbert.errors import GateError
+from slimbert.tasks import get_task, per_example_metrics
 
 log = logging.getLogger(__name__)
 
-METRICS = {"accuracy": "accuracy", "macro_f1": "macro-F1"}  # name -> how the summary says it
+METRICS = per_example_metrics()  # name -> how the summary says it, for every task
+LABEL_METRICS = ("accuracy", "macro_f1")  # what rows of predicted labels (classification) are gated on
 # Drops are differences of floats: 86% - 85% is 1.0000000000000009 points, which must pass
 # a 1-point threshold.
 _EPS = 1e-9
@@ -43,7 +46,7 @@ _RERUN_HINT = "re-run the bench with this version of slimbert; older reports lac
 class GateConfig:
     """Thresholds of the gate; every one that is set must hold for the gate to pass."""
 
-    metric: str = "accuracy"  # accuracy | macro_f1
+    metric: str | None = None  # one of METRICS; None: the report task's first (accuracy for classification)
     max_drop: float | None = 1.0  # points (percentage points), baseline minus candidate
     min_retention: float | None = None  # candidate / baseline, e.g. 0.985
     confidence: float = 0.95
@@ -57,7 +60,7 @@ class GateConfig:
     max_latency_ratio: float | None = None  # candidate / baseline p50 at batch 1, same report only
 
     def __post_init__(self) -> None:
-        if self.metric not in METRICS:
+        if self.metric is not None and self.metric not in METRICS:
             raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.max_drop is not None and not 0 <= self.max_drop <= 100:
             raise ValueError(f"max_drop is in percentage points, 0 to 100; got {self.max_drop}")
@@ -93,7 +96,7 @@ class GateResult:
     retention: float  # candidate / baseline
     drop_ci: tuple[float, float]  # paired bootstrap interval of drop_points
     mcnemar_p: float
-    discordant: tuple[int, int]  # (only the baseline right, only the candidate right)
+    discordant: tuple[int, int]  # (only the baseline right, only the candidate right): or better, for scores
     n: int
     split: str | None
     config: GateConfig = field(default_factory=GateConfig)
@@ -103,6 +106,9 @@ class GateResult:
     # what the reader of the verdict must know about the rows (a quantization that missed its
     # tolerance, an INT8 scheme measured on another CPU than the bench's)
     notes: list[str] = field(default_factory=list)
+    # what gave ``mcnemar_p``: McNemar's test on right/wrong examples, or for graded per-example
+    # scores (cosine, recall) the paired bootstrap's two-sided p-value of "no drop"
+    test: str = "McNemar"
 
 
 def row_notes(report: BenchReport, row: BenchRow) -> list[str]:
@@ -167,13 +173,8 @@ def _report_labels(report: BenchReport, role: str) -> np.ndarray:
     return _int_array(report.labels, f"{role} report's labels")
 
 
-def comparable_data(baseline_report: BenchReport, baseline_row: BenchRow, candidate_report: BenchReport,
-                    candidate_row: BenchRow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels, baseline predictions, candidate predictions), or refuse to compare.
-
-    A paired comparison is only meaningful on the same examples in the same order; a
-    baseline from a different dataset or split would turn a data change into a "regression".
-    """
+def comparable_data_source(baseline_report: BenchReport, candidate_report: BenchReport) -> None:
+    """Refuse reports evaluated on different data (dataset fingerprint or split)."""
     base_ds, cand_ds = baseline_report.dataset or {}, candidate_report.dataset or {}
     for key in ("fingerprint", "split"):
         if base_ds.get(key) != cand_ds.get(key):
@@ -182,6 +183,16 @@ def comparable_data(baseline_report: BenchReport, baseline_row: BenchRow, candid
                 f"(baseline) vs {cand_ds.get(key)!r} (candidate); a baseline from a different dataset "
                 "or split cannot gate this candidate.",
                 hint="bench the baseline and the candidate with the same dataset, seed and split.")
+
+
+def comparable_data(baseline_report: BenchReport, baseline_row: BenchRow, candidate_report: BenchReport,
+                    candidate_row: BenchRow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, baseline predictions, candidate predictions), or refuse to compare.
+
+    A paired comparison is only meaningful on the same examples in the same order; a
+    baseline from a different dataset or split would turn a data change into a "regression".
+    """
+    comparable_data_source(baseline_report, candidate_report)
     labels = _report_labels(baseline_report, "baseline")
     if not np.array_equal(labels, _report_labels(candidate_report, "candidate")):
         raise GateError("the reports' evaluation labels differ: a baseline from a different dataset or "
@@ -224,13 +235,8 @@ def paired_bootstrap_ci(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, 
     Drawing one index set per resample for both keeps the pairing, which is what cancels
     the examples that are hard for any model; a fixed seed makes CI verdicts reproducible.
     """
-    rng = np.random.default_rng(seed)
-    n = labels.size
-    chunk = max(1, _BOOTSTRAP_CHUNK // n)
-    drops = np.empty(samples)
-    for start in range(0, samples, chunk):
-        index = rng.integers(0, n, size=(min(chunk, samples - start), n))
-        drops[start:start + len(index)] = _resampled_drops(labels, base, cand, index, metric, num_classes)
+    drops = bootstrap_drops(labels.size, samples, seed,
+                            lambda index: _resampled_drops(labels, base, cand, index, metric, num_classes))
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(drops, [tail, 100 - tail])
     return float(low), float(high)
@@ -340,6 +346,13 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
     baseline_report, candidate_report = as_report(baseline_report), as_report(candidate_report)
     candidate_report = baseline_report if same else candidate_report
     baseline_row, candidate_row = as_row(baseline_row), as_row(candidate_row)
+    if cfg.metric is None:
+        cfg = dataclasses.replace(cfg, metric=get_task(baseline_report.task).default_metric)
+    if baseline_row.example_scores is not None or candidate_row.example_scores is not None:
+        return _evaluate_scores(baseline_report, baseline_row, candidate_report, candidate_row, cfg)
+    if cfg.metric not in LABEL_METRICS:
+        raise GateError(f"--metric {cfg.metric} is not a metric of these rows: they hold per-example labels, "
+                        f"gated on {' or '.join(LABEL_METRICS)}.", hint="use --metric accuracy or macro_f1.")
     labels, base, cand = comparable_data(baseline_report, baseline_row, candidate_report, candidate_row)
     num_classes = int(max(labels.max(), base.max(), cand.max())) + 1
     base_value = score(labels, base, cfg.metric, num_classes)
@@ -362,6 +375,72 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
         split=baseline_report.dataset.get("split"), config=cfg,
         candidate_fingerprint=candidate_row.fingerprint, notes=notes,
     )
+
+
+def _row_scores(row: BenchRow, metric: str, role: str) -> np.ndarray:
+    scores = (row.example_scores or {}).get(metric)
+    if scores is None:
+        have = ", ".join(row.example_scores or {}) or "none"
+        raise GateError(f"the {role} row {row.label} has no per-example {metric!r} scores (it has: {have}).",
+                        hint=f"gate on one of its metrics with --metric ({have}), or bench both rows "
+                             "in one embedding recipe.")
+    array = np.asarray(scores, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0 or not np.isfinite(array).all():
+        raise GateError(f"the {role} row {row.label}'s {metric!r} scores are not a list of numbers.",
+                        hint=_RERUN_HINT)
+    return array
+
+
+def _evaluate_scores(baseline_report: BenchReport, baseline_row: BenchRow, candidate_report: BenchReport,
+                     candidate_row: BenchRow, cfg: GateConfig) -> GateResult:
+    """The gate on per-example scores (tasks scored against a reference row: embeddings).
+
+    The metric is a mean of per-example scores, so the paired bootstrap resamples their
+    differences. Scores that are 0/1 (kNN correctness) get McNemar's test as labels do; graded
+    ones (cosine, recall) the bootstrap's two-sided p-value of no difference."""
+    comparable_data_source(baseline_report, candidate_report)
+    base = _row_scores(baseline_row, cfg.metric, "baseline")
+    cand = _row_scores(candidate_row, cfg.metric, "candidate")
+    if base.size != cand.size:
+        raise GateError(f"score counts differ: {base.size} (baseline), {cand.size} (candidate); the rows "
+                        "did not score the same examples.",
+                        hint="bench both on the same split of the same dataset.")
+    base_value, cand_value = float(base.mean()), float(cand.mean())
+    drop = 100 * (base_value - cand_value)
+    retention = cand_value / base_value if base_value > 0 else (1.0 if cand_value == 0 else math.inf)
+    diff = base - cand
+    drops = bootstrap_drops(diff.size, cfg.bootstrap_samples, cfg.seed,
+                            lambda index: 100 * diff[index].mean(axis=1))
+    tail = 100 * (1 - cfg.confidence) / 2
+    low, high = (float(v) for v in np.percentile(drops, [tail, 100 - tail]))
+    b, c = int(np.sum(base > cand)), int(np.sum(cand > base))
+    binary = bool(np.isin(base, (0.0, 1.0)).all() and np.isin(cand, (0.0, 1.0)).all())
+    p = mcnemar_p(b, c) if binary else min(1.0, 2 * float(min(np.mean(drops <= 0), np.mean(drops >= 0))))
+    notes = row_notes(baseline_report, baseline_row) + row_notes(candidate_report, candidate_row)
+    for note in notes:
+        log.warning("%s", note)
+    checks = _metric_checks(cfg, drop, retention, high)
+    checks += _latency_check(cfg, baseline_report, baseline_row, candidate_report, candidate_row)
+    return GateResult(
+        passed=all(check["passed"] for check in checks), checks=checks, metric=cfg.metric,
+        baseline=baseline_row.label, candidate=candidate_row.label,
+        baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
+        drop_ci=(low, high), mcnemar_p=p, discordant=(b, c), n=int(base.size),
+        split=baseline_report.dataset.get("split"), config=cfg,
+        candidate_fingerprint=candidate_row.fingerprint, notes=notes,
+        test="McNemar" if binary else "paired bootstrap")
+
+
+def bootstrap_drops(n: int, samples: int, seed: int, drops_of) -> np.ndarray:
+    """``samples`` resampled drops in points: ``drops_of(index)`` for index sets of n examples
+    drawn with replacement, in chunks (bounded memory); one seed, so verdicts reproduce."""
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOTSTRAP_CHUNK // n)
+    drops = np.empty(samples)
+    for start in range(0, samples, chunk):
+        index = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        drops[start:start + len(index)] = drops_of(index)
+    return drops
 
 
 # -- rendering -----------------------------------------------------------------------------
@@ -398,7 +477,8 @@ def _explain(result: GateResult) -> str:
     failed = [check for check in result.checks if not check["passed"]]
     text = f"The candidate must not replace the baseline: {'; '.join(c['message'] for c in failed)}."
     if any(c["name"] in ("max_drop", "min_retention") for c in failed) and not significant:
-        text += (f" The difference is not statistically significant (McNemar p = {result.mcnemar_p:.3g}), "
+        text += (f" The difference is not statistically significant ({result.test} p = "
+                 f"{result.mcnemar_p:.3g}), "
                  f"so it may be noise of a {result.n}-example split; a larger split would tell.")
     return text
 
@@ -426,14 +506,24 @@ def render_markdown(result: GateResult) -> str:
         f"(drop {result.drop_points:+.2f} points, retention {result.retention:.4f})",
         f"- {result.config.confidence:.0%} paired bootstrap CI of the drop: [{low:+.2f}, {high:+.2f}] points "
         f"({result.config.bootstrap_samples} resamples, seed {result.config.seed})",
-        f"- McNemar test ({_mcnemar_method(b, c)}): p = {result.mcnemar_p:.3g}; {b} examples only the "
-        f"baseline gets right, {c} only the candidate",
+        _test_line(result),
         *[f"- note: {note}" for note in result.notes],
         "",
         _explain(result),
         "",
     ]
     return "\n".join(lines)
+
+
+def _test_line(result: GateResult) -> str:
+    b, c = result.discordant
+    if result.test == "McNemar":
+        return (f"- McNemar test ({_mcnemar_method(b, c)}): p = {result.mcnemar_p:.3g}; {b} examples only "
+                f"the baseline gets right, {c} only the candidate")
+    floor = 1 / result.config.bootstrap_samples  # no resample crossed zero: p is below one in that many
+    p = f"< {floor:.2g}" if result.mcnemar_p < floor else f"= {result.mcnemar_p:.3g}"
+    return (f"- paired bootstrap test of no drop: p {p}; {b} examples score higher on the baseline, "
+            f"{c} on the candidate")
 
 
 def render_junit(result: GateResult) -> str:

@@ -137,11 +137,13 @@ def run_bench(ctx: StageContext) -> dict[str, Any]:
     # a row is named by the stage, "model", or a folder's own name; the engine checked each format
     entries = [BenchEntry(Path(ref).name, path, "hf-model" if ref == "model" else detect(path))
                for ref, path in ctx.references.items()]
+    from slimbert.tasks import get_task
+
     report = bench_report(entries, ctx.data, ctx.config, max_length=ctx.max_length,
-                          name=ctx.recipe_name, progress=ctx.progress)
+                          name=ctx.recipe_name, progress=ctx.progress, task=ctx.task)
     write_json_atomic(ctx.out / "report.json", report.to_dict())
     (ctx.out / "report.md").write_text(render_markdown(report))
-    plot = pareto_plot(report.rows, ctx.out / "pareto.png")
+    plot = pareto_plot(report.rows, ctx.out / "pareto.png", metric=get_task(ctx.task).default_metric)
     (ctx.out / "report.html").write_text(render_html(report, plot))
     return {"rows": len(report.rows), "unavailable": len(report.unavailable)}
 

@@ -32,6 +32,8 @@ class BenchRow:
     seq_len_sweep: list[dict[str, Any]] = field(default_factory=list)
     size_mb: float | None = None
     predictions: list[int] | None = None  # per example, in split order: what the gate pairs
+    # tasks scored against a reference row (embeddings): each metric per example, in split order
+    example_scores: dict[str, list[float]] | None = None
     rss_delta_mb: float | None = None
     gpu_peak_mb: float | None = None
     setup_seconds: dict[str, float] | None = None  # graph-captured runtimes: capture time per bucket
@@ -87,6 +89,7 @@ class BenchReport:
     """A bench run: its settings, data, machine, rows and the targets it could not run."""
 
     name: str = ""
+    task: str = "text-classification"  # slimbert.tasks: what the rows' metrics are
     reference: str | None = None  # artifact whose row the relative columns compare to
     config: dict[str, Any] = field(default_factory=dict)  # the BenchConfig, as a mapping
     dataset: dict[str, Any] = field(default_factory=dict)  # source, fingerprint, split, examples
@@ -177,24 +180,39 @@ def _fmt(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def markdown_table(rows: list[BenchRow] | list[dict[str, Any]], batch_sizes: list[int], seq_len: int) -> str:
-    head = ["artifact", "target", "accuracy", "macro-F1", "vs ref"]
+# the metric columns of a classification report: (key in row.accuracy, title, format)
+CLASSIFICATION_COLUMNS = (("accuracy", "accuracy", ".2%"), ("macro_f1", "macro-F1", ".4f"))
+
+
+def metric_columns(task: str) -> tuple[tuple[str, str, str], ...]:
+    """(key, title, format) of the report's metric columns: the task's own metrics."""
+    from slimbert.tasks import METRIC_TITLES, get_task
+
+    if get_task(task).load().outputs_are_labels:
+        return CLASSIFICATION_COLUMNS
+    return tuple((m, METRIC_TITLES.get(m, m), ".4f") for m in get_task(task).metrics if m != "spearman")
+
+
+def markdown_table(rows: list[BenchRow] | list[dict[str, Any]], batch_sizes: list[int], seq_len: int,
+                   columns: tuple[tuple[str, str, str], ...] = CLASSIFICATION_COLUMNS) -> str:
+    head = ["artifact", "target", *(title for _, title, _ in columns), "vs ref"]
     for b in batch_sizes:
         head += [f"p50 ms b{b}", f"p90 ms b{b}", f"p99 ms b{b}"]
     head += [f"throughput/s b{max(batch_sizes)}", "threads", "size MB", "speed-up b1"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in map(as_row, rows):
         acc = row.accuracy or {}
-        cells = [row.artifact, row.target, _fmt(acc.get("accuracy"), ".2%"),
-                 _fmt(acc.get("macro_f1"), ".4f"), _fmt(row.retention, ".2%")]
+        cells = [row.artifact, row.target, *(_fmt(acc.get(key), spec) for key, _, spec in columns),
+                 _fmt(row.retention, ".2%")]
         for b in batch_sizes:
             cells += [_fmt(row.latency_at(b).get(key), ".2f") for key in ("p50_ms", "p90_ms", "p99_ms")]
         cells += [_fmt(row.latency_at(max(batch_sizes)).get("throughput"), ".0f"), _fmt(row.threads, ""),
                   _fmt(row.size_mb, ".1f"), _fmt(row.speedup_b1, ".2f") + "x" if row.speedup_b1 else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Latency on full-length inputs of {seq_len} tokens; accuracy on the real "
-                 "evaluation split through the same runtime; 'vs ref' is accuracy relative to "
+    what = "accuracy" if columns == CLASSIFICATION_COLUMNS else f"{columns[0][1]} (against the reference row)"
+    lines.append(f"Latency on full-length inputs of {seq_len} tokens; {what} on the real "
+                 f"evaluation split through the same runtime; 'vs ref' is {columns[0][1]} relative to "
                  "the reference row; speed-up is p50 at batch 1 relative to it. Mobile targets "
                  "run on this CPU with a phone's thread count: their latency is not a phone's.")
     return "\n".join(lines)
@@ -207,7 +225,7 @@ def render_markdown(report: BenchReport | dict[str, Any]) -> str:
            f"Dataset {dataset['source']!s}, split `{cfg['split']}` "
            f"({dataset['examples']} examples). Machine: {env['cpu']}, "
            f"{env['threads']} threads. Reference row: `{report.reference}`.", "",
-           markdown_table(report.rows, cfg["batch_sizes"], cfg["seq_len"])]
+           markdown_table(report.rows, cfg["batch_sizes"], cfg["seq_len"], metric_columns(report.task))]
     sweep_rows = [r for r in report.rows if r.seq_len_sweep]
     if sweep_rows:
         lengths = [s["seq_len"] for s in sweep_rows[0].seq_len_sweep]
@@ -223,8 +241,10 @@ def render_markdown(report: BenchReport | dict[str, Any]) -> str:
         out += ["", "Scored as served, one example at a time (their activation scales depend on the "
                 "batch):", ""]
         batch = cfg.get("eval_batch_size", 64)
-        out += [f"- `{r.artifact}` on `{r.target}`: batched inference (batch {batch}) gives the same "
-                f"label for {_fmt(r.batched_agreement, '.2%')} of the examples" for r in served]
+        labels = report.task == "text-classification"
+        agree = "gives the same label for {} of the examples" if labels else "has a mean cosine of {} with it"
+        out += [f"- `{r.artifact}` on `{r.target}`: batched inference (batch {batch}) "
+                + agree.format(_fmt(r.batched_agreement, ".2%" if labels else ".4f")) for r in served]
     noted = [r for r in report.rows if r.notes]
     if noted:
         out += ["", "Notes:", ""]
@@ -239,8 +259,9 @@ def render_markdown(report: BenchReport | dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def pareto_plot(rows: list[BenchRow] | list[dict[str, Any]], path: Path, batch_size: int = 1) -> Path | None:
-    """Latency (x, log) against accuracy (y), one point per artifact/target."""
+def pareto_plot(rows: list[BenchRow] | list[dict[str, Any]], path: Path, batch_size: int = 1,
+                metric: str = "accuracy") -> Path | None:
+    """Latency (x, log) against the task's metric (y), one point per artifact/target."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,8 +270,8 @@ def pareto_plot(rows: list[BenchRow] | list[dict[str, Any]], path: Path, batch_s
     points = []
     for row in map(as_row, rows):
         p50 = row.p50(batch_size)
-        if p50 is not None and row.accuracy:
-            points.append((p50, row.accuracy["accuracy"] * 100, f"{row.artifact} ({row.target})"))
+        if p50 is not None and row.accuracy and metric in row.accuracy:
+            points.append((p50, row.accuracy[metric] * 100, f"{row.artifact} ({row.target})"))
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -259,7 +280,7 @@ def pareto_plot(rows: list[BenchRow] | list[dict[str, Any]], path: Path, batch_s
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel(f"p50 latency, batch {batch_size} (ms, log scale)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel(f"{metric} (%)")
     ax.set_title("Latency vs accuracy: lower-right is worse, upper-left is better")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -19,6 +19,7 @@ from slimbert.formats import model_size_bytes
 from slimbert.progress import progress_bar
 from slimbert.runtimes import all_runtimes
 from slimbert.runtimes.base import SERVED_BATCH
+from slimbert.tasks import DEFAULT_TASK, get_task
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +130,46 @@ def _check_finite(logits: np.ndarray, row: str) -> None:
 
 
 def run_bench(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
-              max_length: int, name: str = "bench", progress: bool = True) -> dict[str, Any]:
+              max_length: int, name: str = "bench", progress: bool = True,
+              task: str = DEFAULT_TASK) -> dict[str, Any]:
     """Benchmark ``entries``; returns the report as its JSON mapping (``bench_report`` gives it typed)."""
-    return bench_report(entries, data, cfg, max_length=max_length, name=name, progress=progress).to_dict()
+    return bench_report(entries, data, cfg, max_length=max_length, name=name, progress=progress,
+                        task=task).to_dict()
+
+
+def score_against_reference(rows: list[BenchRow], outputs: list[np.ndarray], reference: str, impl: Any,
+                            labels: np.ndarray) -> None:
+    """Score rows whose outputs are vectors (embeddings) against the reference row's, per example.
+
+    Each row gets the task's metrics as means (``accuracy``, the report's metrics column) and
+    per example (``example_scores``: what the gate's paired bootstrap resamples)."""
+    ref = next((out for row, out in zip(rows, outputs, strict=True) if row.artifact == reference), None)
+    if ref is None:
+        raise SlimbertError(f"bench reference {reference!r} is not among the benchmarked artifacts.",
+                            hint="set the bench stage's reference: to one of its artifacts (the teacher).")
+    for row, out in zip(rows, outputs, strict=True):
+        if out.shape != ref.shape:
+            raise SlimbertError(
+                f"{row.label} returns outputs of shape {out.shape}, the reference {reference} {ref.shape}: "
+                "they are not the same task's outputs.",
+                hint="bench a sentence-embedding model's folders (a sentence-transformers folder, or the "
+                     "export-onnx stage of an embedding recipe) against an embedding reference.")
+        scores = impl.example_scores(out, ref, labels)
+        row.accuracy = {metric: float(np.mean(values)) for metric, values in scores.items()}
+        row.example_scores = {metric: [round(float(v), 6) for v in values]
+                              for metric, values in scores.items()}
 
 
 def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: BenchConfig, *,
-                 max_length: int, name: str = "bench", progress: bool = True) -> BenchReport:
-    """Benchmark ``entries`` on every target: the report (rows, config, data, environment)."""
+                 max_length: int, name: str = "bench", progress: bool = True,
+                 task: str = DEFAULT_TASK) -> BenchReport:
+    """Benchmark ``entries`` on every target: the report (rows, config, data, environment).
+
+    A classification row is scored against the dataset's labels; a row of a task whose outputs
+    are vectors (sentence embeddings) against the reference row's outputs, once all are measured."""
     from slimbert.models import content_fingerprint, load_tokenizer, max_positions
 
+    impl = get_task(task).load()
     threads = cfg.threads or os.cpu_count() or 1
     check_targets(cfg)
     runtimes = all_runtimes()
@@ -151,7 +182,8 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
     plan, unavailable = [], []
     for entry in entries:
         config = _model_config(entry.path)
-        _check_labels(entry, config, data.label_names)
+        if impl.outputs_are_labels:
+            _check_labels(entry, config, data.label_names)
         limit = max_positions(config)
         longest = max([cfg.seq_len, *(cfg.sweep_seq_lens or [])])
         if limit and longest > limit:
@@ -174,6 +206,7 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
                             hint="`slimbert bench --list-targets` shows what runs here.")
 
     rows: list[BenchRow] = []
+    outputs: list[np.ndarray] = []  # each row's outputs as served, for tasks scored against a reference
     jobs: list[RowJob] = []
     fingerprints: dict[str, str] = {}  # the content hash of each artifact, once
     bar = progress_bar(plan, enabled=progress, desc="bench")
@@ -189,7 +222,9 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
                          cfg=cfg)
             measured = worker.call(measure_row, job)
             _check_finite(measured.logits, f"{entry.name} on {runtime.name}")
-            predictions = measured.logits.argmax(-1)
+            labelled = impl.outputs_are_labels
+            predictions = measured.logits.argmax(-1) if labelled else None
+            outputs.append(measured.logits)
             tuned_isa, notes = artifact_notes(entry.path)
             for note in notes:
                 log.warning("%s on %s: %s", entry.name, runtime.name, note)
@@ -197,17 +232,19 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
             rows.append(BenchRow(
                 artifact=entry.name, path=str(entry.path), kind=entry.kind, target=runtime.name,
                 device=runtime.device, threads=row_threads,
-                accuracy=classification_metrics(job.encoded.labels, predictions, data.num_labels),
+                accuracy=classification_metrics(job.encoded.labels, predictions, data.num_labels)
+                if labelled else None,
                 latency=measured.latency, seq_len_sweep=measured.sweep, size_mb=round(_size_mb(entry), 2),
                 # per-example predictions, in split order: what a paired comparison needs
-                predictions=predictions.astype(int).tolist(),
+                predictions=predictions.astype(int).tolist() if labelled else None,
                 rss_delta_mb=measured.rss_delta_mb, gpu_peak_mb=measured.gpu_peak_mb,
                 fingerprint=fingerprints[entry.name],
                 # graph-captured runtimes: compile + warm-up + capture per shape bucket, kept out of latency
                 setup_seconds=measured.setup_seconds,
                 served_batch=SERVED_BATCH if measured.batched_logits is not None else None,
+                # the task's agreement: the same label (classification), the mean cosine (embeddings)
                 batched_agreement=(None if measured.batched_logits is None else
-                                   float(np.mean(measured.batched_logits.argmax(-1) == predictions))),
+                                   impl.agreement(measured.logits, measured.batched_logits)),
                 tuned_isa=tuned_isa, notes=notes,
             ))
         if cfg.recheck:  # every row timed again, after all of them: a busy machine shows up here
@@ -216,8 +253,11 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
                 row.timing_flag = timing_flag(row.p50(min(cfg.batch_sizes)), row.recheck_p50_ms)
                 if row.timing_flag:
                     log.warning("%s: %s", row.label, row.timing_flag)
+    reference = cfg.reference or rows[0].artifact
+    if not impl.outputs_are_labels:
+        score_against_reference(rows, outputs, reference, impl, split.labels)
     report = BenchReport(
-        name=name, reference=cfg.reference or rows[0].artifact, config=cfg.__dict__,
+        name=name, task=task, reference=reference, config=cfg.__dict__,
         dataset={"source": data.info.get("source"), "fingerprint": data.fingerprint,
                  "split": cfg.split, "examples": len(split)},
         # the split's labels, once for all rows: lets `slimbert gate` pair predictions
@@ -226,8 +266,9 @@ def bench_report(entries: list[BenchEntry], data: TextClassificationData, cfg: B
     ref_row = report.reference_row
     if ref_row is None:
         raise SlimbertError(f"bench reference {report.reference!r} is not among the benchmarked artifacts.")
-    ref_accuracy = ref_row.accuracy["accuracy"]
+    metric = get_task(task).default_metric
+    ref_value = ref_row.accuracy[metric]
     for row in rows:
-        row.retention = row.accuracy["accuracy"] / ref_accuracy if ref_accuracy > 0 else None
+        row.retention = row.accuracy[metric] / ref_value if ref_value > 0 else None
         row.speedup_b1 = report.speedup(row)
     return report

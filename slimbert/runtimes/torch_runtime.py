@@ -55,17 +55,25 @@ class TorchRuntime(Runtime):
         return None
 
     def load(self, artifact_dir: Path, threads: int | None = None) -> Session:
-        from slimbert.models import load_classifier
-
         self.check_available()
         if threads:
             torch.set_num_threads(threads)
-        model = self.prepare(load_classifier(Path(artifact_dir)).eval().to(self.device, self.dtype))
+        model = self.prepare(load_torch_model(Path(artifact_dir)).eval().to(self.device, self.dtype))
         return TorchSession(model, self.device, self.dtype, model_input_names(Path(artifact_dir)))
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Hook for runtimes that transform the loaded model (e.g. FP8 matmuls)."""
         return model
+
+
+def load_torch_model(folder: Path) -> torch.nn.Module:
+    """The model in ``folder``: a sentence-transformers folder (its ``modules.json``) as the
+    sentence-embedding task's encoder, whose outputs are its embeddings; else a classifier."""
+    from slimbert.tasks import get_task
+    from slimbert.tasks.embedding import has_sentence_transformers_config
+
+    task = "sentence-embedding" if has_sentence_transformers_config(folder) else "text-classification"
+    return get_task(task).load().load_model(folder)
 
 
 def model_input_names(folder: Path) -> tuple[str, ...]:

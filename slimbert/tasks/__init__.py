@@ -68,10 +68,23 @@ TASKS: dict[str, TaskType] = {
         TaskType("sentence-embedding", "slimbert.tasks.embedding:TASK",
                  "a vector per sentence for search and retrieval (pooling, dense layers and "
                  "normalisation read from the sentence-transformers config, inside the exported graph)",
-                 ("cosine", "recall_at_10", "knn_accuracy", "spearman"), ("distill", "export-onnx"),
+                 ("cosine", "recall_at_10", "knn_accuracy", "spearman"), ("distill", "export-onnx", "bench"),
                  {"distill": "slimbert.stage_runners:run_distill_embedding"}),
     )
 }
+
+
+# how reports and the gate say each metric
+METRIC_TITLES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "cosine": "cosine fidelity",
+                 "recall_at_10": "neighbour recall@10", "knn_accuracy": "kNN accuracy",
+                 "spearman": "Spearman"}
+
+
+def per_example_metrics() -> dict[str, str]:
+    """Every task's metrics that a gate can judge example by example (Spearman is a rank
+    correlation of the whole split, not a mean of per-example scores), with their titles."""
+    names = [m for task in TASKS.values() for m in task.metrics if m != "spearman"] + ["macro_f1"]
+    return {m: METRIC_TITLES.get(m, m) for m in dict.fromkeys(names)}
 
 
 def get_task(name: str) -> TaskType:

@@ -17,6 +17,9 @@ from slimbert.validation import agreement
 class ClassificationTask:
     name = "text-classification"
     output_names = ("logits",)
+    # a row's outputs are class scores: the bench reads labels off them and scores them
+    # against the dataset's labels alone (no reference row needed)
+    outputs_are_labels = True
 
     def load_model(self, folder: Path) -> Any:
         from slimbert.models import load_classifier

@@ -123,6 +123,8 @@ class EmbeddingTask:
 
     name = "sentence-embedding"
     output_names = OUTPUT_NAMES
+    # a row's outputs are vectors, scored against a reference row's (the teacher's)
+    outputs_are_labels = False
 
     def load_model(self, folder: Path) -> SentenceEncoder:
         return load_sentence_encoder(folder)

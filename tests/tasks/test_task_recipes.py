@@ -90,3 +90,55 @@ def test_embedding_distill_refuses_classification_settings(sentiment_csv, tmp_pa
     with pytest.raises(SlimbertError, match="classification metric"):
         run_recipe(recipe, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "student").exists()
+
+
+def test_embedding_bench_scores_rows_against_the_teacher_and_the_gate_pairs_them(sentiment_csv, tmp_path):
+    """bench on the embedding task: every row's cosine, recall@10 and kNN accuracy against the
+    reference row's embeddings, per example; the gate bootstraps them (McNemar for kNN's 0/1)."""
+    from click.testing import CliRunner
+
+    from slimbert.bench.report import load_report
+    from slimbert.cli import main
+
+    model = build_st_folder(tmp_path / "st", "mean", True)
+    stages = [{"name": "teacher-onnx", "type": "export-onnx", "input": "model"},
+              {"name": "student", "type": "distill", "epochs": 1, "lr": 1e-3, "batch_size": 16,
+               "patience": 0},
+              {"name": "student-onnx", "type": "export-onnx", "input": "student"},
+              {"name": "bench", "type": "bench", "artifacts": ["teacher-onnx", "student", "student-onnx"],
+               "reference": "teacher-onnx", "batch_sizes": [1], "seq_len": 16, "budget_s": 0.05,
+               "recheck": False}]
+    recipe = recipe_from_dict({**tiny_recipe(model, sentiment_csv, stages), "task": "sentence-embedding"})
+    result = run_recipe(recipe, tmp_path / "run", progress=False)
+    report_path = result.artifact("bench").path / "report.json"
+    report = load_report(report_path)
+    rows = {r.artifact: r for r in report.rows}
+    assert report.task == "sentence-embedding" and set(rows) == {"teacher-onnx", "student", "student-onnx"}
+    n = report.dataset["examples"]
+    teacher = rows["teacher-onnx"]
+    assert teacher.accuracy["cosine"] == pytest.approx(1.0) and teacher.accuracy["recall_at_10"] == 1.0
+    for row in rows.values():
+        assert set(row.example_scores) == {"cosine", "recall_at_10", "knn_accuracy"}
+        assert row.predictions is None
+        assert all(len(v) == n for v in row.example_scores.values())
+        assert row.accuracy["cosine"] == pytest.approx(np.mean(row.example_scores["cosine"]))
+    # the PyTorch student and its ONNX graph give the same embeddings
+    torch_cosine, onnx_cosine = rows["student"].accuracy["cosine"], rows["student-onnx"].accuracy["cosine"]
+    assert torch_cosine == pytest.approx(onnx_cosine, abs=1e-4)
+    markdown = (result.artifact("bench").path / "report.md").read_text()
+    assert "cosine fidelity" in markdown and "neighbour recall@10" in markdown and "macro-F1" not in markdown
+
+    def gate(*args):
+        return CliRunner().invoke(main, ["-q", "gate", "--baseline", str(report_path), "--baseline-artifact",
+                                         "teacher-onnx", "--candidate-artifact", "student-onnx", *args])
+
+    graded = gate("--max-drop", "100", "--point-estimate")
+    assert graded.exit_code == 0, graded.output
+    assert "cosine fidelity" in graded.output and "paired bootstrap test of no drop" in graded.output
+    strict = gate("--metric", "cosine", "--max-drop", "0")
+    drop = 100 * (1 - rows["student-onnx"].accuracy["cosine"])
+    assert strict.exit_code == (1 if drop > 1e-6 else 0), strict.output
+    knn = gate("--metric", "knn_accuracy", "--max-drop", "100", "--point-estimate")
+    assert knn.exit_code == 0 and "McNemar test" in knn.output, knn.output
+    wrong = gate("--metric", "accuracy")
+    assert wrong.exit_code == 2 and "knn_accuracy" in wrong.output and "Traceback" not in wrong.output
