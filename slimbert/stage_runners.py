@@ -103,7 +103,7 @@ def run_quantize_onnx(ctx: StageContext) -> dict[str, Any]:
     from slimbert.quantize.onnx_ptq import quantize_onnx
 
     dev = _validation_split(ctx, n=len(ctx.data.splits["dev"]))
-    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, dev, _calibration_split(ctx),
+    return quantize_onnx(ctx.input.path, ctx.out, ctx.config, dev, _calibration_split(ctx), task=ctx.task,
                          progress=ctx.progress)
 
 

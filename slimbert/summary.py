@@ -29,7 +29,8 @@ def _accuracy(metrics: dict[str, Any]) -> tuple[str, float | None]:
         return f"test acc {_pct(test)}", None
     dev, dev_fp32 = metrics.get("dev_accuracy"), metrics.get("dev_accuracy_fp32")
     if dev is not None and dev_fp32 is not None:
-        return f"dev acc {_pct(dev_fp32)} -> {_pct(dev)}", (dev_fp32 - dev) * 100
+        name = {"accuracy": "acc"}.get(metrics.get("dev_metric", "accuracy"), metrics.get("dev_metric"))
+        return f"dev {name} {_pct(dev_fp32)} -> {_pct(dev)}", (dev_fp32 - dev) * 100
     validation = metrics.get("validation") or {}
     if "max_abs_diff" in validation:
         return (f"max |logit diff| {validation['max_abs_diff']:.1e}, "

@@ -30,6 +30,36 @@ from slimbert.progress import progress_bar
 from slimbert.validation import accuracy, agreement, drop_points, logit_mse
 
 
+@dataclass(frozen=True)
+class DevScorer:
+    """How a quantized model's dev outputs are judged: the task's score (a fraction, higher is
+    better; accuracy on the labels for classification, the mean cosine to fp32's embeddings
+    for sentence embeddings) and its agreement with fp32's outputs."""
+
+    score: Callable[[np.ndarray], float]
+    agree: Callable[[np.ndarray], float]
+    metric: str = "accuracy"
+
+    def drop_and_agreement(self, fp32_logits: np.ndarray, logits: np.ndarray) -> tuple[float, float, float]:
+        """(score, drop in points from fp32's, agreement with fp32) of ``logits``."""
+        value = self.score(logits)
+        return value, drop_points(self.score(fp32_logits), value), self.agree(logits)
+
+
+def label_scorer(fp32_logits: np.ndarray, labels: np.ndarray) -> DevScorer:
+    """Classification: accuracy on the dev labels, agreement of predicted labels with fp32's."""
+    return DevScorer(lambda logits: accuracy(logits, labels), lambda logits: agreement(logits, fp32_logits))
+
+
+def task_scorer(task: str, fp32_logits: np.ndarray, labels: np.ndarray) -> DevScorer:
+    """The dev scorer of ``task`` (slimbert.tasks): its ``dev_score`` and ``agreement``."""
+    from slimbert.tasks import get_task
+
+    impl = get_task(task).load()
+    return DevScorer(lambda logits: impl.dev_score(logits, fp32_logits, labels),
+                     lambda logits: impl.agreement(fp32_logits, logits), impl.dev_metric)
+
+
 @dataclass
 class Trial:
     """One variant: the units it fell back, what it cost on dev, and the model itself."""
@@ -82,39 +112,42 @@ class FallbackReport:
 
 
 def rank_units(units: Sequence[str], quantize_only: Callable[[str], np.ndarray], fp32_logits: np.ndarray,
-               labels: np.ndarray, *, unit_key: str, progress: bool = False) -> list[dict[str, Any]]:
-    """Per unit: the dev-logit MSE and accuracy change when only it is quantized, worst first."""
-    fp32_acc = accuracy(fp32_logits, labels)
+               labels: np.ndarray, *, unit_key: str, progress: bool = False,
+               scorer: DevScorer | None = None) -> list[dict[str, Any]]:
+    """Per unit: the dev-logit MSE and score change when only it is quantized, worst first."""
+    scorer = scorer or label_scorer(fp32_logits, labels)
     rows = []
     for unit in progress_bar(list(units), enabled=progress, desc="sensitivity", leave=False):
         logits = quantize_only(unit)
         rows.append({unit_key: unit, "logit_mse": logit_mse(fp32_logits, logits),
-                     "dev_drop_points": drop_points(fp32_acc, accuracy(logits, labels))})
+                     "dev_drop_points": scorer.drop_and_agreement(fp32_logits, logits)[1]})
     return sorted(rows, key=lambda r: (r["logit_mse"], r["dev_drop_points"]), reverse=True)
 
 
 def fallback_search(*, units: Callable[[], Sequence[str]], quantize_only: Callable[[str], np.ndarray],
                     fall_back: Callable[[list[str]], tuple[np.ndarray, Any]], initial_logits: np.ndarray,
                     initial_model: Any, fp32_logits: np.ndarray, labels: np.ndarray, tolerance: float,
-                    max_units: int, units_key: str, unit_key: str,
-                    progress: bool = False) -> tuple[Trial, FallbackReport]:
+                    max_units: int, units_key: str, unit_key: str, progress: bool = False,
+                    scorer: DevScorer | None = None) -> tuple[Trial, FallbackReport]:
     """Fall back the most sensitive of ``units()`` until the dev drop <= ``tolerance`` points.
 
     ``quantize_only(unit)``: dev logits with only that unit quantized (the ranking).
     ``fall_back(units)``: dev logits and the model with those units fallen back. Returns the
     best variant (the initial one when it already meets the tolerance) and the report.
+    ``scorer``: the task's dev score (default: accuracy on ``labels``).
     """
-    fp32_acc = accuracy(fp32_logits, labels)
+    scorer = scorer or label_scorer(fp32_logits, labels)
 
     def trial(chosen: list[str], logits: np.ndarray, model: Any) -> Trial:
-        return Trial(chosen, drop_points(fp32_acc, accuracy(logits, labels)),
-                     agreement(logits, fp32_logits), model)
+        _, drop, agree = scorer.drop_and_agreement(fp32_logits, logits)
+        return Trial(chosen, drop, agree, model)
 
     best = trial([], initial_logits, initial_model)
     report = FallbackReport(tolerance, best.dev_drop_points, units_key, unit_key)
     if best.dev_drop_points <= tolerance:
         return best, report
-    ranking = rank_units(units(), quantize_only, fp32_logits, labels, unit_key=unit_key, progress=progress)
+    ranking = rank_units(units(), quantize_only, fp32_logits, labels, unit_key=unit_key, progress=progress,
+                         scorer=scorer)
     report.sensitivity, report.tries = ranking, [replace(best, model=None)]
     limit = min(max_units, len(ranking))
     for k in progress_bar(range(1, limit + 1), enabled=progress, desc="fallback", leave=False):

@@ -30,7 +30,9 @@ from slimbert.hw import Int8Formats
 from slimbert.progress import quiet_logger
 from slimbert.quantize.calibration import calibrate, ort_method, with_inferred_shapes
 from slimbert.quantize.config import OnnxQuantizeConfig
-from slimbert.validation import accuracy, compare_logits, drop_points
+from slimbert.quantize.fallback import DevScorer, task_scorer
+from slimbert.tasks import DEFAULT_TASK
+from slimbert.validation import compare_logits
 
 log = logging.getLogger(__name__)
 
@@ -269,14 +271,17 @@ def keep_add_layernorm_apart(path: Path) -> None:
 
 
 def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: EncodedSplit,
-                  calibration: EncodedSplit | None = None, *, progress: bool = False) -> dict[str, Any]:
+                  calibration: EncodedSplit | None = None, *, progress: bool = False,
+                  task: str = DEFAULT_TASK) -> dict[str, Any]:
     """Quantize ``src_dir/model.onnx`` into ``out_dir``; report the accuracy cost on ``dev``.
 
     ``calibration`` (training examples) is needed by static and fp8. INT8 schemes are chosen
     by measurement on dev (quantize/schemes.py); if the chosen one loses more than the
     tolerance, the most sensitive nodes fall back until it holds (onnx_repair.py). Dev
     accuracy is scored as the graph is served: one example at a time when its activation
-    scales are dynamic, since they depend on the rest of a batch.
+    scales are dynamic, since they depend on the rest of a batch. The dev score is the task's
+    (``task_scorer``): accuracy for classification, cosine to the fp32 embeddings for sentence
+    embeddings; the tolerance is in its points.
     """
     from slimbert.hw import cpu_name
     from slimbert.quantize.onnx_repair import repair
@@ -305,30 +310,34 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
                               work / "calibration.json", batch_size=cfg.calibration_batch_size,
                               percentile=cfg.percentile, progress=progress)
         fp32_logits = runtime.load(src_dir).served_logits(dev)
+        scorer = task_scorer(task, fp32_logits, dev.labels)
         job = QuantJob(shaped, out_dir / ONNX_FILE, cfg, cfg.int8_formats(), cache,
                        recipe_exclusions(shaped, cfg))
         if cfg.mode == "fp8":
             details = run_job(job)
         else:
-            job, details, schemes = search_schemes(job, cfg, dev, fp32_logits, work, progress=progress)
+            job, details, schemes = search_schemes(job, cfg, dev, fp32_logits, work, scorer,
+                                                   progress=progress)
         copy_model_metadata(src_dir, out_dir)
         logits = runtime.load(out_dir).served_logits(dev)
-        fallback = repair(job, dev, fp32_logits, logits, work, progress=progress)
+        fallback = repair(job, dev, fp32_logits, logits, work, progress=progress, scorer=scorer)
         if fallback.get("sensitivity") is not None:
             logits = runtime.load(out_dir).served_logits(dev)
         excluded, dynamic_nodes = job.excluded(), sorted(job.dynamic_nodes)
     check = compare_logits(fp32_logits, logits)
-    fp32_acc, acc = accuracy(fp32_logits, dev.labels), accuracy(logits, dev.labels)
-    drop = drop_points(fp32_acc, acc)
-    log.info("%s quantization: dev accuracy %.2f%% (fp32 %.2f%%), agreement %.2f%%", cfg.mode, 100 * acc,
-             100 * fp32_acc, 100 * check["agreement"])
+    fp32_acc = scorer.score(fp32_logits)
+    acc, drop, _ = scorer.drop_and_agreement(fp32_logits, logits)
+    log.info("%s quantization: dev %s %.2f%% (fp32 %.2f%%), agreement %.2f%%", cfg.mode, scorer.metric,
+             100 * acc, 100 * fp32_acc, 100 * check["agreement"])
     if drop > cfg.tolerance:
         log.warning("%s quantization loses %.2f dev points, more than the tolerance of %g: no scheme or "
                     "node fallback held it; raise the tolerance or max_fallback_nodes, or keep fp32.",
                     cfg.mode, drop, cfg.tolerance)
     metrics: dict[str, Any] = {
         "mode": cfg.mode, **details, "agreement_with_source": check,
-        "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc, "dev_drop_points": drop,
+        # dev_accuracy is the task's dev score (dev_metric): accuracy, or cosine to fp32's embeddings
+        "dev_metric": scorer.metric, "dev_accuracy": acc, "dev_accuracy_fp32": fp32_acc,
+        "dev_drop_points": drop,
         "tolerance_points": cfg.tolerance, "tolerance_met": drop <= cfg.tolerance,
         "calibration": None,
         "excluded_nodes": excluded,
@@ -348,7 +357,8 @@ def quantize_onnx(src_dir: Path, out_dir: Path, cfg: OnnxQuantizeConfig, dev: En
     return metrics
 
 
-def search_schemes(job: QuantJob, cfg: OnnxQuantizeConfig, dev: EncodedSplit, fp32_logits, work: Path, *,
+def search_schemes(job: QuantJob, cfg: OnnxQuantizeConfig, dev: EncodedSplit, fp32_logits, work: Path,
+                   scorer: DevScorer, *,
                    progress: bool = False) -> tuple[QuantJob, dict[str, Any], dict[str, Any]]:
     """Quantize ``job`` with every scheme ``cfg`` leaves open, keep the fastest within the tolerance.
 
@@ -365,7 +375,6 @@ def search_schemes(job: QuantJob, cfg: OnnxQuantizeConfig, dev: EncodedSplit, fp
         SchemeTrial,
         candidate_schemes,
         choose_scheme,
-        drop_and_agreement,
         interleaved_batch_1,
     )
     from slimbert.runtimes import get_runtime
@@ -380,8 +389,8 @@ def search_schemes(job: QuantJob, cfg: OnnxQuantizeConfig, dev: EncodedSplit, fp
                                         formats=scheme.formats(table))
         details[scheme.name] = run_job(trial_job)
         session = runtime.load(folder)
-        trials.append(SchemeTrial(scheme, *drop_and_agreement(fp32_logits, session.served_logits(dev),
-                                                              dev.labels)))
+        served = session.served_logits(dev)
+        trials.append(SchemeTrial(scheme, *scorer.drop_and_agreement(fp32_logits, served)))
         jobs[scheme.name], sessions[scheme.name] = trial_job, session
     holding = [t for t in trials if t.dev_drop_points <= cfg.tolerance] or trials
     longest = collate(dev, [int(dev.lengths.argmax())])

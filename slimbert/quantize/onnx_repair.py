@@ -20,7 +20,7 @@ import numpy as np
 
 from slimbert.data import EncodedSplit
 from slimbert.formats import ONNX_FILE
-from slimbert.quantize.fallback import fallback_search, rank_units
+from slimbert.quantize.fallback import DevScorer, fallback_search, rank_units
 from slimbert.quantize.onnx_ptq import QuantJob, dynamic_capable, quantizable_nodes, run_job
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def sensitivity(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, work:
 
 
 def repair(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, logits: np.ndarray, work: Path, *,
-           progress: bool = False) -> dict[str, Any]:
+           progress: bool = False, scorer: DevScorer | None = None) -> dict[str, Any]:
     """Exclude sensitive nodes from ``job`` until its dev drop <= tolerance; rewrites job.output."""
     tolerance = job.cfg.tolerance
     precision = job.cfg.fallback_precision()
@@ -67,7 +67,7 @@ def repair(job: QuantJob, dev: EncodedSplit, fp32_logits: np.ndarray, logits: np
     best, search = fallback_search(
         units=lambda: quantizable_nodes(job), quantize_only=_quantize_only(job, dev, work),
         fall_back=fall_back, initial_logits=logits, initial_model=None, fp32_logits=fp32_logits,
-        labels=dev.labels, tolerance=tolerance, max_units=job.cfg.max_fallback_nodes,
+        labels=dev.labels, tolerance=tolerance, max_units=job.cfg.max_fallback_nodes, scorer=scorer,
         units_key="fallback_nodes", unit_key="node", progress=progress)
     report = {"fallback": precision, **search.to_dict()}
     if search.sensitivity is None:  # met without a search: the model written is the one

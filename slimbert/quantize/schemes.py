@@ -154,12 +154,3 @@ def interleaved_batch_1(sessions: dict[str, Any], batch: dict[str, np.ndarray],
         name: (lambda s=s: s.run({k: v for k, v in batch.items() if k in s.input_names}))
         for name, s in sessions.items()}
     return interleaved_p50_ms(runs, rounds=rounds, per_round=10, warmup=5)
-
-
-def drop_and_agreement(fp32_logits: np.ndarray, logits: np.ndarray,
-                       labels: np.ndarray) -> tuple[float, float, float]:
-    """(dev accuracy, drop in points, agreement with fp32) of ``logits``."""
-    from slimbert.validation import accuracy, agreement, drop_points
-
-    acc = accuracy(logits, labels)
-    return acc, drop_points(accuracy(fp32_logits, labels), acc), agreement(logits, fp32_logits)

@@ -68,7 +68,8 @@ TASKS: dict[str, TaskType] = {
         TaskType("sentence-embedding", "slimbert.tasks.embedding:TASK",
                  "a vector per sentence for search and retrieval (pooling, dense layers and "
                  "normalisation read from the sentence-transformers config, inside the exported graph)",
-                 ("cosine", "recall_at_10", "knn_accuracy", "spearman"), ("distill", "export-onnx", "bench"),
+                 ("cosine", "recall_at_10", "knn_accuracy", "spearman"),
+                 ("distill", "export-onnx", "quantize-onnx", "bench"),
                  {"distill": "slimbert.stage_runners:run_distill_embedding"}),
     )
 }

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from slimbert.validation import agreement
+from slimbert.validation import accuracy, agreement
 
 
 class ClassificationTask:
@@ -40,6 +40,12 @@ class ClassificationTask:
 
     def agreement(self, reference: np.ndarray, candidate: np.ndarray) -> float:
         return agreement(reference, candidate)
+
+    dev_metric = "accuracy"  # what a quantize stage's tolerance is in points of
+
+    def dev_score(self, logits: np.ndarray, fp32_logits: np.ndarray, labels: np.ndarray) -> float:
+        """A quantized model's dev score: accuracy on the labels."""
+        return accuracy(logits, labels)
 
 
 TASK = ClassificationTask()

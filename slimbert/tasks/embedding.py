@@ -146,5 +146,12 @@ class EmbeddingTask:
         """What agreeing with the teacher means for embeddings: the mean cosine."""
         return float(em.cosine_fidelity(candidate, reference).mean())
 
+    dev_metric = "cosine"  # a quantize stage's tolerance: points of cosine to the fp32 embeddings
+
+    def dev_score(self, embeddings: np.ndarray, fp32_embeddings: np.ndarray, labels: np.ndarray) -> float:
+        """A quantized model's dev score: the mean cosine of its embeddings to the fp32 model's
+        (labels are not needed: what INT8 must keep is the vectors)."""
+        return self.agreement(fp32_embeddings, embeddings)
+
 
 TASK = EmbeddingTask()

@@ -5,6 +5,7 @@ import pytest
 
 from slimbert.quantize import schemes
 from slimbert.quantize.config import DEFAULT_TOLERANCE, OnnxQuantizeConfig, TorchQuantizeConfig
+from slimbert.quantize.fallback import DevScorer
 from slimbert.quantize.onnx_ptq import quantize_onnx
 from slimbert.quantize.schemes import Int8Scheme, SchemeTrial, candidate_schemes, choose_scheme
 
@@ -66,15 +67,15 @@ def test_the_avx2_table_entry_does_not_decide_alone(exported, dev_enc, train_enc
     """Forced to the AVX2 entry on any machine: the table's scheme, scored as losing more than
     the tolerance on dev, is never kept; the choice follows the measured dev drops."""
     src, _ = exported
-    real = schemes.drop_and_agreement
+    real = DevScorer.drop_and_agreement
     calls = []
 
-    def table_scheme_loses_points(fp32_logits, logits, labels):
-        acc, drop, agree = real(fp32_logits, logits, labels)
+    def table_scheme_loses_points(self, fp32_logits, logits):
+        acc, drop, agree = real(self, fp32_logits, logits)
         calls.append(drop)
         return (acc - 0.05, drop + 5.0, agree) if len(calls) == 1 else (acc, drop, agree)
 
-    monkeypatch.setattr(schemes, "drop_and_agreement", table_scheme_loses_points)
+    monkeypatch.setattr(DevScorer, "drop_and_agreement", table_scheme_loses_points)
     cfg = OnnxQuantizeConfig(mode="dynamic", target_isa="x86-avx2", tolerance=1.0, scheme_timing_rounds=1)
     metrics = quantize_onnx(src, tmp_path, cfg, dev_enc, train_enc)
     record = metrics["schemes"]

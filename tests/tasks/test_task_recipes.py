@@ -105,7 +105,10 @@ def test_embedding_bench_scores_rows_against_the_teacher_and_the_gate_pairs_them
               {"name": "student", "type": "distill", "epochs": 1, "lr": 1e-3, "batch_size": 16,
                "patience": 0},
               {"name": "student-onnx", "type": "export-onnx", "input": "student"},
-              {"name": "bench", "type": "bench", "artifacts": ["teacher-onnx", "student", "student-onnx"],
+              {"name": "student-int8", "type": "quantize-onnx", "input": "student-onnx", "mode": "dynamic",
+               "scheme_timing_rounds": 1},
+              {"name": "bench", "type": "bench",
+               "artifacts": ["teacher-onnx", "student", "student-onnx", "student-int8"],
                "reference": "teacher-onnx", "batch_sizes": [1], "seq_len": 16, "budget_s": 0.05,
                "recheck": False}]
     recipe = recipe_from_dict({**tiny_recipe(model, sentiment_csv, stages), "task": "sentence-embedding"})
@@ -113,7 +116,8 @@ def test_embedding_bench_scores_rows_against_the_teacher_and_the_gate_pairs_them
     report_path = result.artifact("bench").path / "report.json"
     report = load_report(report_path)
     rows = {r.artifact: r for r in report.rows}
-    assert report.task == "sentence-embedding" and set(rows) == {"teacher-onnx", "student", "student-onnx"}
+    assert report.task == "sentence-embedding"
+    assert set(rows) == {"teacher-onnx", "student", "student-onnx", "student-int8"}
     n = report.dataset["examples"]
     teacher = rows["teacher-onnx"]
     assert teacher.accuracy["cosine"] == pytest.approx(1.0) and teacher.accuracy["recall_at_10"] == 1.0
@@ -125,6 +129,12 @@ def test_embedding_bench_scores_rows_against_the_teacher_and_the_gate_pairs_them
     # the PyTorch student and its ONNX graph give the same embeddings
     torch_cosine, onnx_cosine = rows["student"].accuracy["cosine"], rows["student-onnx"].accuracy["cosine"]
     assert torch_cosine == pytest.approx(onnx_cosine, abs=1e-4)
+    # INT8 of an embedding graph: its schemes and tolerance judged on cosine to the fp32 embeddings
+    quant = result.artifact("student-int8").manifest.metrics
+    assert quant["dev_metric"] == "cosine" and quant["dev_accuracy_fp32"] == pytest.approx(1.0)
+    assert quant["tolerance_met"] and len(quant["schemes"]["tried"]) == 8
+    assert rows["student-int8"].served_batch == 1 and 0 < rows["student-int8"].batched_agreement <= 1 + 1e-6
+    assert abs(rows["student-int8"].accuracy["cosine"] - onnx_cosine) < 0.05
     markdown = (result.artifact("bench").path / "report.md").read_text()
     assert "cosine fidelity" in markdown and "neighbour recall@10" in markdown and "macro-F1" not in markdown
 
