@@ -63,6 +63,10 @@ class OptimizeConfig:
     # ranking split, is: the margin against the winner's curse of picking the fastest of
     # many noisy candidates. 0.5: the point estimate alone.
     selection_confidence: float = 0.8
+    # how each INT8 candidate picks its scheme (quantize-onnx `schemes:`): measure every scheme
+    # on dev and keep the fastest within its tolerance (the default), or take the instruction-set
+    # table's (8-16 times fewer quantizations per candidate: a quicker, less exact search)
+    int8_schemes: Literal["measure", "table"] = "measure"
 
     def __post_init__(self) -> None:
         if self.max_drop < 0:

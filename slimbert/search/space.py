@@ -89,12 +89,12 @@ def _repair_tolerance(cfg: OptimizeConfig) -> float:
 def _onnx_artifacts(model: str, cfg: OptimizeConfig) -> list[Artifact]:
     onnx = {"name": f"{_prefix(model)}-onnx", "type": "export-onnx", "input": model}
     dynamic = {"name": f"{_prefix(model)}-int8", "type": "quantize-onnx", "input": onnx["name"],
-               "mode": "dynamic"}
+               "mode": "dynamic", "schemes": cfg.int8_schemes}
     # static INT8 with repair: the most sensitive nodes fall back until half the budget holds
     tolerance = _repair_tolerance(cfg)
     static = {"name": f"{_prefix(model)}-static-tol{tolerance:g}", "type": "quantize-onnx",
               "input": onnx["name"], "mode": "static", "per_channel": True, "calibration": "percentile",
-              "tolerance": tolerance}
+              "tolerance": tolerance, "schemes": cfg.int8_schemes}
     return [Artifact(onnx["name"], (onnx,)), Artifact(dynamic["name"], (onnx, dynamic)),
             Artifact(static["name"], (onnx, static))]
 
