@@ -237,6 +237,11 @@ def paired_bootstrap_ci(labels: np.ndarray, base: np.ndarray, cand: np.ndarray, 
     """
     drops = bootstrap_drops(labels.size, samples, seed,
                             lambda index: _resampled_drops(labels, base, cand, index, metric, num_classes))
+    return percentile_interval(drops, confidence)
+
+
+def percentile_interval(drops: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The two-sided percentile interval of resampled drops at ``confidence``."""
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(drops, [tail, 100 - tail])
     return float(low), float(high)
@@ -357,11 +362,19 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
     num_classes = int(max(labels.max(), base.max(), cand.max())) + 1
     base_value = score(labels, base, cfg.metric, num_classes)
     cand_value = score(labels, cand, cfg.metric, num_classes)
-    drop = 100 * (base_value - cand_value)
-    retention = cand_value / base_value if base_value > 0 else (1.0 if cand_value == 0 else math.inf)
     ci = paired_bootstrap_ci(labels, base, cand, metric=cfg.metric, num_classes=num_classes,
                              samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
     b, c = discordant_pairs(labels, base, cand)
+    return _verdict(cfg, baseline_report, baseline_row, candidate_report, candidate_row, base_value,
+                    cand_value, ci, mcnemar_p(b, c), (b, c), int(labels.size), "McNemar")
+
+
+def _verdict(cfg: GateConfig, baseline_report: BenchReport, baseline_row: BenchRow,
+             candidate_report: BenchReport, candidate_row: BenchRow, base_value: float, cand_value: float,
+             ci: tuple[float, float], p: float, discordant: tuple[int, int], n: int, test: str) -> GateResult:
+    """The checks on the measured values and the result, whatever the rows hold (labels or scores)."""
+    drop = 100 * (base_value - cand_value)
+    retention = cand_value / base_value if base_value > 0 else (1.0 if cand_value == 0 else math.inf)
     notes = row_notes(baseline_report, baseline_row) + row_notes(candidate_report, candidate_row)
     for note in notes:
         log.warning("%s", note)
@@ -371,9 +384,9 @@ def evaluate_gate(baseline_report: BenchReport | dict[str, Any], baseline_row: B
         passed=all(check["passed"] for check in checks), checks=checks, metric=cfg.metric,
         baseline=baseline_row.label, candidate=candidate_row.label,
         baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
-        drop_ci=ci, mcnemar_p=mcnemar_p(b, c), discordant=(b, c), n=int(labels.size),
+        drop_ci=ci, mcnemar_p=p, discordant=discordant, n=n,
         split=baseline_report.dataset.get("split"), config=cfg,
-        candidate_fingerprint=candidate_row.fingerprint, notes=notes,
+        candidate_fingerprint=candidate_row.fingerprint, notes=notes, test=test,
     )
 
 
@@ -405,30 +418,15 @@ def _evaluate_scores(baseline_report: BenchReport, baseline_row: BenchRow, candi
         raise GateError(f"score counts differ: {base.size} (baseline), {cand.size} (candidate); the rows "
                         "did not score the same examples.",
                         hint="bench both on the same split of the same dataset.")
-    base_value, cand_value = float(base.mean()), float(cand.mean())
-    drop = 100 * (base_value - cand_value)
-    retention = cand_value / base_value if base_value > 0 else (1.0 if cand_value == 0 else math.inf)
     diff = base - cand
     drops = bootstrap_drops(diff.size, cfg.bootstrap_samples, cfg.seed,
                             lambda index: 100 * diff[index].mean(axis=1))
-    tail = 100 * (1 - cfg.confidence) / 2
-    low, high = (float(v) for v in np.percentile(drops, [tail, 100 - tail]))
     b, c = int(np.sum(base > cand)), int(np.sum(cand > base))
     binary = bool(np.isin(base, (0.0, 1.0)).all() and np.isin(cand, (0.0, 1.0)).all())
     p = mcnemar_p(b, c) if binary else min(1.0, 2 * float(min(np.mean(drops <= 0), np.mean(drops >= 0))))
-    notes = row_notes(baseline_report, baseline_row) + row_notes(candidate_report, candidate_row)
-    for note in notes:
-        log.warning("%s", note)
-    checks = _metric_checks(cfg, drop, retention, high)
-    checks += _latency_check(cfg, baseline_report, baseline_row, candidate_report, candidate_row)
-    return GateResult(
-        passed=all(check["passed"] for check in checks), checks=checks, metric=cfg.metric,
-        baseline=baseline_row.label, candidate=candidate_row.label,
-        baseline_value=base_value, candidate_value=cand_value, drop_points=drop, retention=retention,
-        drop_ci=(low, high), mcnemar_p=p, discordant=(b, c), n=int(base.size),
-        split=baseline_report.dataset.get("split"), config=cfg,
-        candidate_fingerprint=candidate_row.fingerprint, notes=notes,
-        test="McNemar" if binary else "paired bootstrap")
+    return _verdict(cfg, baseline_report, baseline_row, candidate_report, candidate_row, float(base.mean()),
+                    float(cand.mean()), percentile_interval(drops, cfg.confidence), p, (b, c), int(base.size),
+                    "McNemar" if binary else "paired bootstrap")
 
 
 def bootstrap_drops(n: int, samples: int, seed: int, drops_of) -> np.ndarray:

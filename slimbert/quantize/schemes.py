@@ -14,7 +14,6 @@ smallest drop is taken on to the node fallback.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +22,6 @@ import numpy as np
 
 from slimbert.hw import Int8Formats
 from slimbert.quantize.config import OnnxQuantizeConfig
-
-log = logging.getLogger(__name__)
 
 # speeds within this share of the fastest are a tie on a shared machine; the tie goes to the
 # smaller dev drop
